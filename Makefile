@@ -1,0 +1,28 @@
+# vigil: the two commands a newcomer needs are `sudo make demo` and
+# `sudo make test`; the rest is for developers.
+GO ?= go
+BIN := bin/vigil
+
+.PHONY: all build test demo check vet bench-healthcheck bench-ipvs bench-failover clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/vigil
+
+# Every test tier: unit, netns, vm, fuzz (see scripts/test.sh).
+test:
+	scripts/test.sh
+
+demo: build
+	scripts/demo.sh
+
+# Validate the example site (works without root).
+check: build
+	$(BIN) check -c examples/www-telnet.toml --node vs1
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

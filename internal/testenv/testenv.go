@@ -1,0 +1,91 @@
+// Package testenv decides whether a test that needs root, network
+// namespaces, external programs or QEMU can run here.
+//
+// Tests are split into tiers by name and by the helpers below:
+//
+//	unit   plain go test, no privileges (every other test)
+//	netns  root, network namespaces on the host kernel: tests named
+//	       TestNetns* that call NeedNetns
+//	vm     root + qemu, real IPVS in a guest: tests named TestVM* that
+//	       call NeedVM
+//
+// The tier runner (scripts/test.sh) sets VIGIL_TIER to the tier it is
+// running, so each test runs in exactly one tier, and VIGIL_STRICT=1 under
+// CI, which turns every "cannot run here" skip into a failure: under CI
+// nothing may be skipped silently.
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// Tier names.
+const (
+	Unit  = "unit"
+	Netns = "netns"
+	VM    = "vm"
+)
+
+// Strict reports whether missing prerequisites must fail instead of skip.
+func Strict() bool { return os.Getenv("VIGIL_STRICT") == "1" }
+
+// tier is the tier being run, or "" when go test runs everything.
+func tier() string { return os.Getenv("VIGIL_TIER") }
+
+// cannot skips t, or fails it in strict mode, saying what is missing.
+func cannot(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if Strict() {
+		t.Fatalf("required prerequisite missing (VIGIL_STRICT=1): %s", msg)
+	}
+	t.Skipf("skipping: %s", msg)
+}
+
+// inTier skips t when the runner is running another tier. That skip is
+// never an error: the test runs in its own tier.
+func inTier(t testing.TB, want string) {
+	t.Helper()
+	if got := tier(); got != "" && got != want {
+		t.Skipf("runs in the %s tier (this is the %s tier)", want, got)
+	}
+}
+
+// NeedNetns marks t as a netns-tier test: it needs root (CAP_NET_ADMIN,
+// CAP_NET_RAW) and the ip command, plus any extra programs named.
+func NeedNetns(t testing.TB, programs ...string) {
+	t.Helper()
+	inTier(t, Netns)
+	if os.Geteuid() != 0 {
+		cannot(t, "needs root for network namespaces (run: sudo make test)")
+	}
+	for _, p := range append([]string{"ip"}, programs...) {
+		if _, err := exec.LookPath(p); err != nil {
+			cannot(t, "needs %s on PATH (apt-get install the package that has it; sudo make test installs it)", p)
+		}
+	}
+}
+
+// NeedVM marks t as a vm-tier test: it needs root and qemu-system-x86_64.
+// The guest kernel is fetched by internal/vmtest.
+func NeedVM(t testing.TB) {
+	t.Helper()
+	inTier(t, VM)
+	if os.Geteuid() != 0 {
+		cannot(t, "needs root to run the QEMU guest harness (run: sudo make test)")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		cannot(t, "needs qemu-system-x86_64 (apt-get install qemu-system-x86 busybox-static)")
+	}
+}
+
+// NeedProgram skips (or fails in strict mode) when a program is missing.
+func NeedProgram(t testing.TB, name, pkg string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		cannot(t, "needs %s (apt-get install %s)", name, pkg)
+	}
+}
