@@ -14,6 +14,7 @@ have arping || need+=(arping)
 have tcpdump || need+=(tcpdump)
 have nft || need+=(nftables)
 have cpio || need+=(cpio)
+have ping || need+=(iputils-ping)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
