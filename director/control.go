@@ -1,0 +1,143 @@
+package director
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// The control protocol: one JSON request per connection, one JSON reply.
+// It is local only (a unix socket, mode 0600, root's), so it needs no
+// authentication beyond file permissions.
+
+// Request is a control request.
+type Request struct {
+	Op       string `json:"op"`                 // status | reload | handover | resume
+	Instance string `json:"instance,omitempty"` // for handover/resume; "" = all
+}
+
+// Reply is a control reply.
+type Reply struct {
+	OK     bool            `json:"ok"`
+	Error  string          `json:"error,omitempty"`
+	Status *Status         `json:"status,omitempty"`
+	Data   json.RawMessage `json:"data,omitempty"`
+}
+
+// Controller is what the control socket serves.
+type Controller interface {
+	Status() Status
+	Reload() error
+	Handover(instance string) error
+	Resume(instance string) error
+}
+
+// ServeControl listens on path until ctx ends. An existing socket file
+// left by a dead daemon is replaced; a live one is an error, so two
+// daemons never share a socket.
+func ServeControl(ctx context.Context, path string, c Controller, log *slog.Logger) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("control socket dir: %w", err)
+	}
+	if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		conn.Close()
+		return fmt.Errorf("control socket %s is in use: is another vigil running?", path)
+	}
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("listen on control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("chmod control socket: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+		os.Remove(path)
+	}()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serveOne(conn, c, log)
+		}
+	}()
+	return nil
+}
+
+func serveOne(conn net.Conn, c Controller, log *slog.Logger) {
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	var req Request
+	if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&req); err != nil {
+		writeReply(conn, Reply{Error: "bad request: " + err.Error()})
+		return
+	}
+	var rep Reply
+	switch req.Op {
+	case "status":
+		st := c.Status()
+		rep = Reply{OK: true, Status: &st}
+	case "reload":
+		rep = result(c.Reload())
+	case "handover":
+		rep = result(c.Handover(req.Instance))
+	case "resume":
+		rep = result(c.Resume(req.Instance))
+	default:
+		rep = Reply{Error: fmt.Sprintf("unknown op %q", req.Op)}
+	}
+	if !rep.OK {
+		log.Info("control request failed", "op", req.Op, "error", rep.Error)
+	}
+	writeReply(conn, rep)
+}
+
+func result(err error) Reply {
+	if err != nil {
+		return Reply{Error: err.Error()}
+	}
+	return Reply{OK: true}
+}
+
+func writeReply(conn net.Conn, rep Reply) {
+	_ = json.NewEncoder(conn).Encode(rep)
+}
+
+// Call sends one request to the daemon's control socket.
+func Call(ctx context.Context, path string, req Request) (Reply, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return Reply{}, fmt.Errorf("no vigil daemon at %s (is `vigil run` running? is the socket path right?)", path)
+		}
+		return Reply{}, fmt.Errorf("connect to control socket %s: %w", path, err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return Reply{}, fmt.Errorf("send %s request: %w", req.Op, err)
+	}
+	var rep Reply
+	if err := json.NewDecoder(conn).Decode(&rep); err != nil {
+		return Reply{}, fmt.Errorf("read %s reply: %w", req.Op, err)
+	}
+	if !rep.OK {
+		return rep, errors.New(rep.Error)
+	}
+	return rep, nil
+}
