@@ -1,0 +1,102 @@
+#!/bin/sh
+# The seed article's LVS-DR WWW + Telnet cluster, with two directors, on
+# one machine: five network namespaces on a bridge.
+#
+#   client 10.99.0.10   vs1 10.99.0.1   vs2 10.99.0.2   rs1 10.99.0.3   rs2 10.99.0.4
+#   VIP 10.99.0.101 (label eth0:101), WWW on 80 (HTTP check), Telnet-like on 23 (TCP check)
+#
+# POSIX sh (also busybox sh inside the QEMU guest). Usage:
+#   lab.sh up | down | start-rs NAME | stop-rs NAME | start-director NAME | kill-director NAME | exec NAME CMD...
+# Environment: LAB (namespace prefix, default "vlab"), IP (ip command; the
+# guest sets /sbin/ip because busybox's ip has no netns), VIGIL, LABSRV
+# (binaries), SITE (site file), RUNDIR (logs, pid files, sockets).
+set -eu
+LAB=${LAB:-vlab}
+IP=${IP:-ip}
+VIGIL=${VIGIL:-bin/vigil}
+LABSRV=${LABSRV:-bin/labsrv}
+SITE=${SITE:-examples/lab/site.toml}
+RUNDIR=${RUNDIR:-/tmp/$LAB}
+VIP=10.99.0.101
+HOSTS="client vs1 vs2 rs1 rs2"
+
+addr_of() {
+  case $1 in
+    vs1) echo 10.99.0.1 ;; vs2) echo 10.99.0.2 ;; rs1) echo 10.99.0.3 ;;
+    rs2) echo 10.99.0.4 ;; client) echo 10.99.0.10 ;; *) echo "unknown host $1" >&2; exit 2 ;;
+  esac
+}
+
+nsexec() { n=$1; shift; $IP netns exec "$LAB-$n" "$@"; }
+
+sysctl_ns() { # host key value
+  nsexec "$1" sh -c "echo $3 > /proc/sys/$(echo "$2" | tr . /)"
+}
+
+up() {
+  mkdir -p "$RUNDIR"
+  $IP netns add "$LAB-br"
+  $IP -n "$LAB-br" link set lo up
+  $IP -n "$LAB-br" link add br0 type bridge mcast_snooping 0
+  $IP -n "$LAB-br" link set br0 up
+  i=0
+  for h in $HOSTS; do
+    $IP netns add "$LAB-$h"
+    $IP link add eth0 netns "$LAB-$h" type veth peer name "$LAB-p$i" netns "$LAB-br"
+    $IP -n "$LAB-br" link set "$LAB-p$i" master br0 up
+    $IP -n "$LAB-$h" link set lo up
+    $IP -n "$LAB-$h" addr add "$(addr_of "$h")/24" dev eth0
+    $IP -n "$LAB-$h" link set eth0 up
+    i=$((i+1))
+  done
+  for rs in rs1 rs2; do
+    # LVS-DR real server: the VIP on lo, and never answer ARP for it.
+    $IP -n "$LAB-$rs" addr add "$VIP/32" dev lo
+    sysctl_ns "$rs" net.ipv4.conf.all.arp_ignore 1
+    sysctl_ns "$rs" net.ipv4.conf.all.arp_announce 2
+    sysctl_ns "$rs" net.ipv4.conf.eth0.arp_ignore 1
+    sysctl_ns "$rs" net.ipv4.conf.eth0.arp_announce 2
+    start_rs "$rs"
+  done
+  echo "lab $LAB up: $HOSTS on bridge $LAB-br; VIP $VIP"
+}
+
+start_rs() {
+  nsexec "$1" "$LABSRV" serve -name "$1" -http :80 -line :23 >"$RUNDIR/$1.log" 2>&1 &
+  echo $! >"$RUNDIR/$1.pid"
+}
+
+stop_rs() {
+  [ -f "$RUNDIR/$1.pid" ] && kill "$(cat "$RUNDIR/$1.pid")" 2>/dev/null || true
+  rm -f "$RUNDIR/$1.pid"
+}
+
+start_director() {
+  nsexec "$1" "$VIGIL" run -c "$SITE" --node "$1" --socket "$RUNDIR/$1.sock" >>"$RUNDIR/$1.log" 2>&1 &
+  echo $! >"$RUNDIR/$1.pid"
+}
+
+kill_director() { # NAME [SIGNAL]
+  [ -f "$RUNDIR/$1.pid" ] && kill -"${2:-KILL}" "$(cat "$RUNDIR/$1.pid")" 2>/dev/null || true
+}
+
+down() {
+  for h in $HOSTS; do
+    if [ -f "$RUNDIR/$h.pid" ]; then kill -KILL "$(cat "$RUNDIR/$h.pid")" 2>/dev/null || true; fi
+    rm -f "$RUNDIR/$h.pid"
+  done
+  for h in $HOSTS br; do $IP netns del "$LAB-$h" 2>/dev/null || true; done
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case $cmd in
+  up) up ;;
+  down) down ;;
+  start-rs) start_rs "$1" ;;
+  stop-rs) stop_rs "$1" ;;
+  start-director) start_director "$1" ;;
+  kill-director) kill_director "$@" ;;
+  exec) h=$1; shift; nsexec "$h" "$@" ;;
+  *) echo "usage: lab.sh up|down|start-rs N|stop-rs N|start-director N|kill-director N [SIG]|exec N CMD..." >&2; exit 2 ;;
+esac
