@@ -1,0 +1,50 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Load reads and validates the site file at path. A file that cannot be read
+// gives an error wrapping the fs error (errors.Is(err, fs.ErrNotExist)
+// works); a file that is not a valid site gives Errors.
+func Load(path string) (*Site, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read site file: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse validates data as a site file; filename is used in messages. On
+// failure the error is Errors, listing every problem found.
+func Parse(filename string, data []byte) (*Site, error) {
+	text := string(data)
+	var raw map[string]any
+	if _, err := toml.Decode(text, &raw); err != nil {
+		var pe toml.ParseError
+		e := Error{File: filename, Line: 1, Col: 1, Msg: err.Error()}
+		if errors.As(err, &pe) {
+			e.Line, e.Col = max(pe.Position.Line, 1), max(pe.Position.Col, 1)
+			e.Msg = "TOML syntax: " + pe.Message
+		}
+		return nil, Errors{e}
+	}
+	d := &decoder{file: filename, pos: scanPositions(text)}
+	s := &Site{}
+	s.setDefaults()
+	d.decode(reflect.ValueOf(s).Elem(), raw, nil)
+	s.File = filename
+	v := &validator{decoder: d, raw: raw, s: s}
+	v.resolve()
+	v.validate()
+	if len(d.errs) > 0 {
+		d.errs.sort()
+		return nil, d.errs
+	}
+	return s, nil
+}

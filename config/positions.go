@@ -1,0 +1,367 @@
+package config
+
+import (
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// BurntSushi/toml gives decoded values no positions (and undecoded keys
+// none either), so positions come from this scanner. It runs only on text
+// the TOML parser has already accepted, so it can be lenient; it must still
+// never panic or loop on anything.
+//
+// A path names a key or value: table and key names, with array indices as
+// decimal segments, e.g. virtual_server/1/real_servers/0/address.
+
+type pos struct{ line, col int }
+
+type path []string
+
+func (p path) key() string { return strings.Join(p, "\x00") }
+
+func (p path) child(s string) path {
+	q := make(path, len(p), len(p)+1)
+	copy(q, p)
+	return append(q, s)
+}
+
+func (p path) index(i int) path { return p.child(strconv.Itoa(i)) }
+
+// positions maps paths to where their key and their value start.
+type positions struct {
+	keys map[string]pos
+	vals map[string]pos
+}
+
+// keyAt is where the key of p is written, or the closest thing to it.
+func (ps *positions) keyAt(p path) pos {
+	for ; len(p) > 0; p = p[:len(p)-1] {
+		if q, ok := ps.keys[p.key()]; ok {
+			return q
+		}
+		if q, ok := ps.vals[p.key()]; ok {
+			return q
+		}
+	}
+	return pos{1, 1}
+}
+
+// valAt is where the value of p is written, or the closest thing to it.
+func (ps *positions) valAt(p path) pos {
+	if q, ok := ps.vals[p.key()]; ok {
+		return q
+	}
+	return ps.keyAt(p)
+}
+
+type scanner struct {
+	src        string
+	i          int
+	lineStarts []int
+	ps         *positions
+	aot        map[string]int // array-of-tables path -> elements seen
+}
+
+func scanPositions(src string) *positions {
+	s := &scanner{
+		src: src,
+		ps:  &positions{keys: map[string]pos{}, vals: map[string]pos{}},
+		aot: map[string]int{},
+	}
+	s.lineStarts = append(s.lineStarts, 0)
+	for i := 0; i < len(src); i++ {
+		if src[i] == '\n' {
+			s.lineStarts = append(s.lineStarts, i+1)
+		}
+	}
+	s.document()
+	return s.ps
+}
+
+func (s *scanner) posOf(off int) pos {
+	lo, hi := 0, len(s.lineStarts)-1
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if s.lineStarts[mid] <= off {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	start := s.lineStarts[lo]
+	if off > len(s.src) {
+		off = len(s.src)
+	}
+	return pos{line: lo + 1, col: utf8.RuneCountInString(s.src[start:off]) + 1}
+}
+
+func (s *scanner) peek() byte {
+	if s.i < len(s.src) {
+		return s.src[s.i]
+	}
+	return 0
+}
+
+func (s *scanner) skipSpace() {
+	for s.i < len(s.src) && (s.src[s.i] == ' ' || s.src[s.i] == '\t') {
+		s.i++
+	}
+}
+
+// skipBlank skips spaces, newlines and comments.
+func (s *scanner) skipBlank() {
+	for s.i < len(s.src) {
+		switch s.src[s.i] {
+		case ' ', '\t', '\r', '\n':
+			s.i++
+		case '#':
+			for s.i < len(s.src) && s.src[s.i] != '\n' {
+				s.i++
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) skipLine() {
+	for s.i < len(s.src) && s.src[s.i] != '\n' {
+		s.i++
+	}
+}
+
+func (s *scanner) setKey(p path, off int) {
+	k := p.key()
+	if _, ok := s.ps.keys[k]; !ok {
+		s.ps.keys[k] = s.posOf(off)
+	}
+}
+
+func (s *scanner) document() {
+	var table path
+	for {
+		s.skipBlank()
+		if s.i >= len(s.src) {
+			return
+		}
+		start := s.i
+		if s.peek() == '[' {
+			s.i++
+			array := s.peek() == '['
+			if array {
+				s.i++
+			}
+			table = s.header(array)
+			s.skipLine()
+		} else {
+			s.keyval(table)
+			s.skipBlank()
+		}
+		if s.i == start { // no progress: give up rather than loop
+			s.i++
+		}
+	}
+}
+
+// resolve turns written segments into a path, descending into the last
+// element of each array of tables on the way.
+func (s *scanner) resolve(prefix path, segs []string) path {
+	p := append(path{}, prefix...)
+	for _, seg := range segs {
+		p = p.child(seg)
+		if n, ok := s.aot[p.key()]; ok && n > 0 {
+			p = p.index(n - 1)
+		}
+	}
+	return p
+}
+
+func (s *scanner) header(array bool) path {
+	s.skipSpace()
+	segs, offs := s.keys()
+	if len(segs) == 0 {
+		return nil
+	}
+	parent := s.resolve(nil, segs[:len(segs)-1])
+	for j := range segs[:len(segs)-1] {
+		s.setKey(s.resolve(nil, segs[:j+1]), offs[j])
+	}
+	last := len(segs) - 1
+	p := parent.child(segs[last])
+	s.setKey(p, offs[last])
+	if !array {
+		return p
+	}
+	n := s.aot[p.key()]
+	s.aot[p.key()] = n + 1
+	el := p.index(n)
+	s.setKey(el, offs[last])
+	return el
+}
+
+// keys reads a dotted key and returns its segments and their offsets.
+func (s *scanner) keys() (segs []string, offs []int) {
+	for {
+		s.skipSpace()
+		off := s.i
+		k, ok := s.simpleKey()
+		if !ok {
+			return segs, offs
+		}
+		segs, offs = append(segs, k), append(offs, off)
+		s.skipSpace()
+		if s.peek() != '.' {
+			return segs, offs
+		}
+		s.i++
+	}
+}
+
+func isBare(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+}
+
+func (s *scanner) simpleKey() (string, bool) {
+	switch s.peek() {
+	case '"':
+		start := s.i
+		s.i++
+		for s.i < len(s.src) && s.src[s.i] != '"' && s.src[s.i] != '\n' {
+			if s.src[s.i] == '\\' {
+				s.i++
+			}
+			s.i++
+		}
+		if s.i >= len(s.src) || s.src[s.i] != '"' {
+			return "", false
+		}
+		s.i++
+		raw := s.src[start:s.i]
+		if k, err := strconv.Unquote(raw); err == nil {
+			return k, true
+		}
+		return raw[1 : len(raw)-1], true
+	case '\'':
+		s.i++
+		start := s.i
+		for s.i < len(s.src) && s.src[s.i] != '\'' && s.src[s.i] != '\n' {
+			s.i++
+		}
+		if s.i >= len(s.src) || s.src[s.i] != '\'' {
+			return "", false
+		}
+		k := s.src[start:s.i]
+		s.i++
+		return k, true
+	}
+	start := s.i
+	for s.i < len(s.src) && isBare(s.src[s.i]) {
+		s.i++
+	}
+	return s.src[start:s.i], s.i > start
+}
+
+// keyval reads "key = value" inside table (or an inline table at table).
+func (s *scanner) keyval(table path) {
+	segs, offs := s.keys()
+	if len(segs) == 0 {
+		return
+	}
+	p := table
+	for j, seg := range segs {
+		p = p.child(seg)
+		s.setKey(p, offs[j])
+	}
+	s.skipSpace()
+	if s.peek() != '=' {
+		return
+	}
+	s.i++
+	s.skipSpace()
+	s.value(p)
+}
+
+func (s *scanner) value(p path) {
+	s.ps.vals[p.key()] = s.posOf(s.i)
+	switch c := s.peek(); c {
+	case '"', '\'':
+		s.str(c)
+	case '[':
+		s.i++
+		for n := 0; ; n++ {
+			s.skipBlank()
+			if s.i >= len(s.src) || s.peek() == ']' {
+				break
+			}
+			before := s.i
+			s.value(p.index(n))
+			s.skipBlank()
+			if s.peek() == ',' {
+				s.i++
+			} else if s.peek() != ']' || s.i == before {
+				break
+			}
+		}
+		if s.peek() == ']' {
+			s.i++
+		}
+	case '{':
+		s.i++
+		for {
+			s.skipBlank()
+			if s.i >= len(s.src) || s.peek() == '}' {
+				break
+			}
+			before := s.i
+			s.keyval(p)
+			s.skipBlank()
+			if s.peek() == ',' {
+				s.i++
+			} else if s.peek() != '}' || s.i == before {
+				break
+			}
+		}
+		if s.peek() == '}' {
+			s.i++
+		}
+	default:
+		for s.i < len(s.src) && !strings.ContainsRune(",]}#\n", rune(s.src[s.i])) {
+			s.i++
+		}
+	}
+}
+
+// str skips a basic or literal string, single- or multi-line.
+func (s *scanner) str(q byte) {
+	triple := strings.HasPrefix(s.src[s.i:], strings.Repeat(string(q), 3))
+	if triple {
+		s.i += 3
+		for s.i < len(s.src) {
+			if q == '"' && s.src[s.i] == '\\' {
+				s.i += 2
+				continue
+			}
+			if strings.HasPrefix(s.src[s.i:], strings.Repeat(string(q), 3)) {
+				s.i += 3
+				// up to two more quotes belong to the content
+				for k := 0; k < 2 && s.peek() == q; k++ {
+					s.i++
+				}
+				return
+			}
+			s.i++
+		}
+		return
+	}
+	s.i++
+	for s.i < len(s.src) && s.src[s.i] != q && s.src[s.i] != '\n' {
+		if q == '"' && s.src[s.i] == '\\' {
+			s.i++
+		}
+		s.i++
+	}
+	if s.peek() == q {
+		s.i++
+	}
+}
