@@ -1,0 +1,753 @@
+package vrrp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// State is an instance's VRRP state.
+type State int
+
+// States of RFC 5798 section 6.4, plus Fault (a tracked interface or script
+// is down: the instance neither sends nor takes over).
+const (
+	Initialize State = iota
+	Backup
+	Master
+	Fault
+)
+
+func (s State) String() string {
+	switch s {
+	case Initialize:
+		return "INIT"
+	case Backup:
+		return "BACKUP"
+	case Master:
+		return "MASTER"
+	case Fault:
+		return "FAULT"
+	}
+	return fmt.Sprintf("state(%d)", int(s))
+}
+
+// Config describes one virtual router. The zero value of every optional
+// field is the keepalived / RFC default.
+type Config struct {
+	Name     string
+	VRID     uint8         // 1..255
+	Version  int           // 3 (default) or 2 (IPv4 only, whole-second intervals)
+	Priority uint8         // 1..255, default 100; 255 = address owner
+	Interval time.Duration // advert interval, default 1s
+	// NoPreempt keeps a lower-priority master in place (keepalived
+	// nopreempt). By default a higher-priority backup preempts.
+	NoPreempt bool
+	// PreemptDelay: a backup that hears a lower-priority master waits this
+	// long before preempting it.
+	PreemptDelay time.Duration
+	// StartupDelay: after Run starts, the instance neither preempts nor
+	// becomes master for lack of adverts during this time, so a node whose
+	// link is still coming up does not grab the VIPs.
+	StartupDelay time.Duration
+	VIPs         []netip.Addr // sent in adverts (keepalived checks them)
+	AuthPass     string       // v2 simple-text password (auth_type PASS), at most 8 bytes
+	Logger       *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.Version == 0 {
+		c.Version = 3
+	}
+	if c.Priority == 0 {
+		c.Priority = 100
+	}
+	if c.Interval == 0 {
+		c.Interval = time.Second
+	}
+	if c.Name == "" {
+		c.Name = fmt.Sprintf("vrid%d", c.VRID)
+	}
+	var errs []error
+	if c.VRID == 0 {
+		errs = append(errs, errors.New("vrid must be 1..255"))
+	}
+	switch c.Version {
+	case 3:
+		if c.Interval < 10*time.Millisecond || c.Interval > maxV3Interval || c.Interval%(10*time.Millisecond) != 0 {
+			errs = append(errs, fmt.Errorf("interval %v: VRRPv3 needs a multiple of 10ms in 10ms..40.95s", c.Interval))
+		}
+		if c.AuthPass != "" {
+			errs = append(errs, errors.New("authentication exists only in VRRPv2"))
+		}
+	case 2:
+		if c.Interval < time.Second || c.Interval > maxV2Interval || c.Interval%time.Second != 0 {
+			errs = append(errs, fmt.Errorf("interval %v: VRRPv2 needs whole seconds 1..255", c.Interval))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("version %d: want 2 or 3", c.Version))
+	}
+	if len(c.AuthPass) > 8 {
+		errs = append(errs, errors.New("auth password longer than 8 bytes"))
+	}
+	if len(c.VIPs) > 255 {
+		errs = append(errs, errors.New("more than 255 VIPs"))
+	}
+	if c.PreemptDelay < 0 || c.StartupDelay < 0 {
+		errs = append(errs, errors.New("negative delay"))
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("vrrp instance %s: %w", c.Name, err)
+	}
+	return nil
+}
+
+// EventKind tells what an Event reports.
+type EventKind int
+
+const (
+	// Transition: the state changed from From to To.
+	Transition EventKind = iota
+	// Reannounce: we are master and heard a lower-priority master (a
+	// healed split brain); announce the VIPs again (GARP/NA) so caches
+	// that learnt the other node's MAC are corrected.
+	Reannounce
+)
+
+func (k EventKind) String() string {
+	if k == Reannounce {
+		return "reannounce"
+	}
+	return "transition"
+}
+
+// Event is published to the daemon on every state change and re-announce.
+type Event struct {
+	Kind           EventKind
+	Instance       string
+	VRID           uint8
+	From, To       State
+	Reason         string
+	Priority       uint8      // our effective priority
+	MasterAddr     netip.Addr // the master: us when To is Master, else the last one heard
+	MasterPriority uint8
+	Time           time.Time
+}
+
+// Counters are an instance's running totals.
+type Counters struct {
+	AdvertsSent     uint64
+	AdvertsReceived uint64 // valid adverts for our VRID
+	SendErrors      uint64
+	Transitions     uint64
+	Reannounces     uint64
+	Dropped         map[DropReason]uint64 // invalid packets by reason (non-zero only)
+}
+
+// Status is a snapshot of an instance.
+type Status struct {
+	Name           string
+	VRID           uint8
+	State          State
+	Since          time.Time
+	Priority       uint8 // effective (after tracking)
+	MasterAddr     netip.Addr
+	MasterPriority uint8
+	MasterInterval time.Duration // learnt from the master's adverts (v3)
+	Faults         []string
+	Counters       Counters
+}
+
+// Instance runs one virtual router.
+type Instance struct {
+	cfg     Config
+	tr      Transport
+	clk     Clock
+	log     *slog.Logger
+	onEvent func(Event)
+	local   netip.Addr
+
+	mu             sync.Mutex
+	state          State
+	since          time.Time
+	prio           uint8
+	masterInterval time.Duration
+	masterAddr     netip.Addr
+	masterPrio     uint8
+	timer          Timer
+	timerGen       uint64
+	faults         map[string]bool
+	startedAt      time.Time
+	lowerSince     time.Time // first advert of the current lower-priority master (preempt delay)
+	lastReannounce time.Time
+	running        bool
+	done           chan struct{}
+	c              Counters
+	dropped        [numDropReasons]uint64
+
+	evmu    sync.Mutex
+	evq     []Event
+	evWake  chan struct{}
+	evAsync bool // false in unit tests: events delivered inline, after the lock
+}
+
+// NewInstance checks cfg and returns an instance that will use tr to talk
+// to its peers and clk for its timers (SystemClock() in production).
+// onEvent receives every Event, in order, from a goroutine of its own: it
+// must not block for long, and a panic in it is logged and survived.
+func NewInstance(cfg Config, tr Transport, clk Clock, onEvent func(Event)) (*Instance, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if tr == nil || clk == nil {
+		return nil, fmt.Errorf("vrrp instance %s: transport and clock are required", cfg.Name)
+	}
+	local := tr.LocalAddr()
+	if !local.IsValid() {
+		return nil, fmt.Errorf("vrrp instance %s: transport has no local address", cfg.Name)
+	}
+	if cfg.Version == 2 && !local.Unmap().Is4() {
+		return nil, fmt.Errorf("vrrp instance %s: VRRPv2 is IPv4 only", cfg.Name)
+	}
+	for _, v := range cfg.VIPs {
+		if v.Unmap().Is4() != local.Unmap().Is4() {
+			return nil, fmt.Errorf("vrrp instance %s: VIP %s is not of the family of %s", cfg.Name, v, local)
+		}
+	}
+	if onEvent == nil {
+		onEvent = func(Event) {}
+	}
+	in := &Instance{
+		cfg: cfg, tr: tr, clk: clk, onEvent: onEvent, local: local.Unmap(),
+		log:    cfg.Logger.With("instance", cfg.Name, "vrid", cfg.VRID),
+		prio:   cfg.Priority,
+		faults: map[string]bool{},
+		evWake: make(chan struct{}, 1),
+	}
+	in.masterInterval = cfg.Interval
+	in.c.Dropped = nil
+	return in, nil
+}
+
+// Name is the configured instance name.
+func (in *Instance) Name() string { return in.cfg.Name }
+
+// Run starts the election (Initialize -> Backup, or Master for priority
+// 255) and runs it until ctx is done or Stop is called. Cancelling ctx
+// stops silently, as a crash would (no priority-0 advert): use Stop for a
+// graceful handover. Run returns after the last event was delivered.
+func (in *Instance) Run(ctx context.Context) error {
+	in.evAsync = true
+	dispatched := make(chan struct{})
+	stopDispatch := make(chan struct{})
+	go func() { defer close(dispatched); in.dispatch(stopDispatch) }()
+	if err := in.start(); err != nil {
+		close(stopDispatch)
+		<-dispatched
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		in.halt("context done")
+	case <-in.done:
+	}
+	close(stopDispatch)
+	<-dispatched
+	return nil
+}
+
+// start enters Initialize and takes the Startup event.
+func (in *Instance) start() error {
+	in.mu.Lock()
+	if in.running || in.done != nil {
+		in.mu.Unlock()
+		return fmt.Errorf("vrrp instance %s: already started", in.cfg.Name)
+	}
+	in.running = true
+	in.done = make(chan struct{})
+	in.startedAt = in.clk.Now()
+	in.since = in.startedAt
+	var fx effects
+	in.startup(&fx, "startup")
+	in.mu.Unlock()
+	in.tr.SetHandler(in.receive)
+	in.apply(fx)
+	return nil
+}
+
+// Stop hands over gracefully: a master sends a priority-0 advert (so a
+// backup takes over after Skew_Time), then the instance stops and Run
+// returns. It returns the send error, if any.
+func (in *Instance) Stop(ctx context.Context) error {
+	in.mu.Lock()
+	if !in.running {
+		in.mu.Unlock()
+		return nil
+	}
+	var fx effects
+	if in.state == Master {
+		fx.send = append(fx.send, in.advert(0))
+	}
+	in.shutdown(&fx, "stopped")
+	in.mu.Unlock()
+	err := in.apply(fx)
+	if ctx.Err() != nil && err == nil {
+		err = ctx.Err()
+	}
+	return err
+}
+
+// halt stops without a priority-0 advert.
+func (in *Instance) halt(reason string) {
+	in.mu.Lock()
+	if !in.running {
+		in.mu.Unlock()
+		return
+	}
+	var fx effects
+	in.shutdown(&fx, reason)
+	in.mu.Unlock()
+	in.apply(fx)
+}
+
+func (in *Instance) shutdown(fx *effects, reason string) {
+	in.cancelTimer()
+	in.transition(fx, Initialize, reason)
+	in.running = false
+	close(in.done)
+}
+
+// SetPriority changes the effective priority (tracking weights). It is
+// ignored for an address owner (255) and clamped to 1..254 otherwise. A
+// master announces the new priority at once so a better backup can preempt.
+func (in *Instance) SetPriority(p uint8) {
+	in.mu.Lock()
+	if in.cfg.Priority == 255 {
+		in.mu.Unlock()
+		return
+	}
+	p = min(max(p, 1), 254)
+	if p == in.prio {
+		in.mu.Unlock()
+		return
+	}
+	in.log.Info("priority changed", "from", in.prio, "to", p)
+	in.prio = p
+	var fx effects
+	if in.running && in.state == Master {
+		fx.send = append(fx.send, in.advert(p))
+		in.armTimer(in.cfg.Interval, in.adverTimer)
+	}
+	in.mu.Unlock()
+	in.apply(fx)
+}
+
+// SetFault raises (on=true) or clears a fault named by reason (an
+// interface or a script). While any fault is raised the instance is in
+// Fault: a master first resigns with a priority-0 advert.
+func (in *Instance) SetFault(reason string, on bool) {
+	in.mu.Lock()
+	if in.faults[reason] == on {
+		in.mu.Unlock()
+		return
+	}
+	if on {
+		in.faults[reason] = true
+	} else {
+		delete(in.faults, reason)
+	}
+	var fx effects
+	if in.running {
+		switch {
+		case len(in.faults) > 0 && in.state != Fault:
+			if in.state == Master {
+				fx.send = append(fx.send, in.advert(0))
+			}
+			in.cancelTimer()
+			in.transition(&fx, Fault, "fault: "+reason)
+		case len(in.faults) == 0 && in.state == Fault:
+			in.startup(&fx, "fault cleared: "+reason)
+		}
+	}
+	in.mu.Unlock()
+	in.apply(fx)
+}
+
+// State is the current state.
+func (in *Instance) State() State {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.state
+}
+
+// Status is a snapshot of the instance.
+func (in *Instance) Status() Status {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	s := Status{
+		Name: in.cfg.Name, VRID: in.cfg.VRID, State: in.state, Since: in.since,
+		Priority: in.prio, MasterAddr: in.masterAddr, MasterPriority: in.masterPrio,
+		MasterInterval: in.masterInterval, Counters: in.c,
+	}
+	if in.state == Master {
+		s.MasterAddr, s.MasterPriority = in.local, in.prio
+	}
+	for f := range in.faults {
+		s.Faults = append(s.Faults, f)
+	}
+	sort.Strings(s.Faults)
+	s.Counters.Dropped = map[DropReason]uint64{}
+	for r, n := range in.dropped {
+		if n > 0 {
+			s.Counters.Dropped[DropReason(r)] = n
+		}
+	}
+	return s
+}
+
+// effects are what a locked step decided to do once the lock is released.
+type effects struct {
+	send   []Advert
+	events []Event
+}
+
+func (in *Instance) apply(fx effects) error {
+	var errs []error
+	for _, a := range fx.send {
+		err := in.tr.Send(a)
+		in.mu.Lock()
+		if err != nil {
+			in.c.SendErrors++
+		} else {
+			in.c.AdvertsSent++
+		}
+		in.mu.Unlock()
+		if err != nil {
+			in.log.Warn("send advert", "err", err)
+			errs = append(errs, fmt.Errorf("send advert of %s: %w", in.cfg.Name, err))
+		}
+	}
+	if len(fx.events) > 0 {
+		if in.evAsync {
+			in.evmu.Lock()
+			in.evq = append(in.evq, fx.events...)
+			if len(in.evq) > 1000 {
+				in.log.Warn("event consumer is slow", "queued", len(in.evq))
+			}
+			in.evmu.Unlock()
+			select {
+			case in.evWake <- struct{}{}:
+			default:
+			}
+		} else {
+			for _, ev := range fx.events {
+				in.deliver(ev)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// dispatch delivers queued events until stop is closed and the queue is empty.
+func (in *Instance) dispatch(stop <-chan struct{}) {
+	for {
+		in.evmu.Lock()
+		q := in.evq
+		in.evq = nil
+		in.evmu.Unlock()
+		for _, ev := range q {
+			in.deliver(ev)
+		}
+		if len(q) > 0 {
+			continue
+		}
+		select {
+		case <-in.evWake:
+		case <-stop:
+			in.evmu.Lock()
+			empty := len(in.evq) == 0
+			in.evmu.Unlock()
+			if empty {
+				return
+			}
+		}
+	}
+}
+
+func (in *Instance) deliver(ev Event) {
+	defer func() {
+		if r := recover(); r != nil {
+			in.log.Error("event callback panicked", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	in.onEvent(ev)
+}
+
+// ---- the state machine (every method below runs under in.mu) ----
+
+func (in *Instance) advert(prio uint8) Advert {
+	a := Advert{Version: uint8(in.cfg.Version), VRID: in.cfg.VRID, Priority: prio, Interval: in.cfg.Interval, Addrs: in.cfg.VIPs}
+	if in.cfg.Version == 2 {
+		a.SetPassword(in.cfg.AuthPass)
+	}
+	return a
+}
+
+// skew is Skew_Time: RFC 5798 (256-Priority)*Master_Adver_Interval/256;
+// RFC 3768 (v2) (256-Priority)/256 seconds.
+func (in *Instance) skew() time.Duration {
+	base := in.masterInterval
+	if in.cfg.Version == 2 {
+		base = time.Second
+	}
+	return time.Duration(256-int(in.prio)) * base / 256
+}
+
+// masterDown is Master_Down_Interval.
+func (in *Instance) masterDown() time.Duration { return 3*in.masterInterval + in.skew() }
+
+func (in *Instance) transition(fx *effects, to State, reason string) {
+	from := in.state
+	if from == to {
+		return
+	}
+	in.state = to
+	in.since = in.clk.Now()
+	in.lowerSince = time.Time{}
+	in.c.Transitions++
+	ev := Event{Kind: Transition, Instance: in.cfg.Name, VRID: in.cfg.VRID, From: from, To: to, Reason: reason,
+		Priority: in.prio, MasterAddr: in.masterAddr, MasterPriority: in.masterPrio, Time: in.since}
+	if to == Master {
+		ev.MasterAddr, ev.MasterPriority = in.local, in.prio
+	}
+	in.log.Info("transition", "from", from, "to", to, "reason", reason, "priority", in.prio)
+	fx.events = append(fx.events, ev)
+}
+
+// startup is the Startup event of RFC 5798 6.4.1 (also used when a fault clears).
+func (in *Instance) startup(fx *effects, reason string) {
+	if len(in.faults) > 0 {
+		in.transition(fx, Fault, "fault: "+strings.Join(in.faultList(), ", "))
+		return
+	}
+	in.masterAddr, in.masterPrio = netip.Addr{}, 0
+	if in.prio == 255 {
+		in.becomeMaster(fx, reason+": address owner (priority 255)")
+		return
+	}
+	in.masterInterval = in.cfg.Interval
+	d := in.masterDown()
+	if rest := in.cfg.StartupDelay - in.clk.Now().Sub(in.startedAt); rest > d {
+		d = rest
+	}
+	in.armTimer(d, in.downTimer)
+	in.transition(fx, Backup, reason)
+}
+
+func (in *Instance) faultList() []string {
+	var l []string
+	for f := range in.faults {
+		l = append(l, f)
+	}
+	sort.Strings(l)
+	return l
+}
+
+func (in *Instance) becomeMaster(fx *effects, reason string) {
+	fx.send = append(fx.send, in.advert(in.prio))
+	in.armTimer(in.cfg.Interval, in.adverTimer)
+	in.transition(fx, Master, reason)
+}
+
+func (in *Instance) becomeBackup(fx *effects, reason string) {
+	in.armTimer(in.masterDown(), in.downTimer)
+	in.transition(fx, Backup, reason)
+}
+
+// armTimer replaces the pending timer. A callback of a replaced timer that
+// already started finds its generation stale and does nothing.
+func (in *Instance) armTimer(d time.Duration, f func()) {
+	in.cancelTimer()
+	gen := in.timerGen
+	in.timer = in.clk.AfterFunc(d, func() {
+		in.mu.Lock()
+		if in.timerGen != gen || !in.running {
+			in.mu.Unlock()
+			return
+		}
+		in.timer = nil
+		f() // unlocks
+	})
+}
+
+func (in *Instance) cancelTimer() {
+	in.timerGen++
+	if in.timer != nil {
+		in.timer.Stop()
+		in.timer = nil
+	}
+}
+
+// downTimer: Master_Down_Timer fired (called locked; unlocks).
+func (in *Instance) downTimer() {
+	var fx effects
+	if in.state == Backup {
+		in.becomeMaster(&fx, "master down timer expired")
+	}
+	in.mu.Unlock()
+	in.apply(fx)
+}
+
+// adverTimer: Adver_Timer fired (called locked; unlocks).
+func (in *Instance) adverTimer() {
+	var fx effects
+	if in.state == Master {
+		fx.send = append(fx.send, in.advert(in.prio))
+		in.armTimer(in.cfg.Interval, in.adverTimer)
+	}
+	in.mu.Unlock()
+	in.apply(fx)
+}
+
+func (in *Instance) countDrop(r DropReason, detail string, p Packet) {
+	in.dropped[r]++
+	if r != DropVRID {
+		in.log.Debug("dropped advert", "reason", r, "detail", detail, "src", p.Src)
+	}
+}
+
+// receive is the transport's handler.
+func (in *Instance) receive(p Packet) {
+	in.mu.Lock()
+	if !in.running {
+		in.mu.Unlock()
+		return
+	}
+	var fx effects
+	in.receiveLocked(&fx, p)
+	in.mu.Unlock()
+	in.apply(fx)
+}
+
+func (in *Instance) receiveLocked(fx *effects, p Packet) {
+	a, err := Unmarshal(p.Payload, p.Src, p.Dst)
+	if err != nil {
+		in.countDrop(ReasonOf(err), err.Error(), p)
+		return
+	}
+	src := p.Src.Unmap()
+	switch {
+	case a.VRID != in.cfg.VRID:
+		in.countDrop(DropVRID, fmt.Sprintf("vrid %d", a.VRID), p)
+		return
+	case p.TTL >= 0 && p.TTL != TTL:
+		in.countDrop(DropTTL, fmt.Sprintf("ttl %d", p.TTL), p)
+		return
+	case int(a.Version) != in.cfg.Version:
+		in.countDrop(DropVersion, fmt.Sprintf("version %d, ours %d", a.Version, in.cfg.Version), p)
+		return
+	case src == in.local:
+		in.countDrop(DropSelf, "own advert", p)
+		return
+	}
+	if a.Version == 2 {
+		want := passwordData(in.cfg.AuthPass)
+		wantType := uint8(AuthNone)
+		if in.cfg.AuthPass != "" {
+			wantType = AuthSimpleText
+		}
+		if a.AuthType != wantType || (wantType == AuthSimpleText && a.AuthData != want) {
+			in.countDrop(DropAuth, fmt.Sprintf("auth type %d or password mismatch", a.AuthType), p)
+			return
+		}
+		// RFC 3768: a v2 interval must equal ours, else two masters could
+		// coexist unnoticed.
+		if a.Interval != in.cfg.Interval {
+			in.countDrop(DropInterval, fmt.Sprintf("interval %v, ours %v", a.Interval, in.cfg.Interval), p)
+			return
+		}
+	}
+	in.c.AdvertsReceived++
+	now := in.clk.Now()
+
+	switch in.state {
+	case Backup:
+		if a.Priority == 0 {
+			// The master resigned: take over after Skew_Time only.
+			in.masterAddr, in.masterPrio = src, 0
+			in.armTimer(in.skew(), in.downTimer)
+			return
+		}
+		if in.shouldAccept(a, now) {
+			in.masterAddr, in.masterPrio = src, a.Priority
+			if in.cfg.Version == 3 {
+				in.masterInterval = a.Interval
+			}
+			in.armTimer(in.masterDown(), in.downTimer)
+		}
+		// Else: a lower-priority master we preempt; ignoring it lets the
+		// down timer expire.
+	case Master:
+		if a.Priority == 0 {
+			// Another master resigned: make sure the backups hear us now.
+			fx.send = append(fx.send, in.advert(in.prio))
+			in.armTimer(in.cfg.Interval, in.adverTimer)
+			return
+		}
+		if a.Priority > in.prio || (a.Priority == in.prio && src.Compare(in.local) > 0) {
+			in.masterAddr, in.masterPrio = src, a.Priority
+			if in.cfg.Version == 3 {
+				in.masterInterval = a.Interval
+			}
+			in.becomeBackup(fx, fmt.Sprintf("higher priority master %s (priority %d)", src, a.Priority))
+			return
+		}
+		// A lower-priority master: a split brain is healing. Answer at
+		// once so it steps down, and re-announce our VIPs (rate limited).
+		fx.send = append(fx.send, in.advert(in.prio))
+		in.armTimer(in.cfg.Interval, in.adverTimer)
+		if in.lastReannounce.IsZero() || now.Sub(in.lastReannounce) >= time.Second {
+			in.lastReannounce = now
+			in.c.Reannounces++
+			fx.events = append(fx.events, Event{Kind: Reannounce, Instance: in.cfg.Name, VRID: in.cfg.VRID,
+				From: Master, To: Master, Priority: in.prio, MasterAddr: in.local, MasterPriority: in.prio, Time: now,
+				Reason: fmt.Sprintf("lower priority master %s (priority %d)", src, a.Priority)})
+		}
+	}
+}
+
+// shouldAccept says whether a backup takes a (non-zero priority) advert as
+// coming from its master, resetting the down timer (RFC 5798 6.4.2):
+// always for a higher or equal priority; for a lower one only while it
+// must not preempt (nopreempt, startup delay, preempt delay).
+func (in *Instance) shouldAccept(a Advert, now time.Time) bool {
+	if a.Priority >= in.prio {
+		in.lowerSince = time.Time{}
+		return true
+	}
+	if in.cfg.NoPreempt {
+		return true
+	}
+	if now.Sub(in.startedAt) < in.cfg.StartupDelay {
+		return true
+	}
+	if in.cfg.PreemptDelay > 0 {
+		if in.lowerSince.IsZero() {
+			in.lowerSince = now
+		}
+		if now.Sub(in.lowerSince) < in.cfg.PreemptDelay {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,540 @@
+package vrrp
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+type rig struct {
+	t   *testing.T
+	clk *fakeClock
+	tr  *fakeTransport
+	in  *Instance
+	mu  sync.Mutex
+	evs []Event
+}
+
+const (
+	self  = "10.99.0.5"
+	peerH = "10.99.0.9" // higher address than self
+	peerL = "10.99.0.2" // lower address than self
+)
+
+func newRig(t *testing.T, cfg Config) *rig {
+	t.Helper()
+	return newRigOn(t, cfg, newFakeClock(), (*bus)(nil).port(self))
+}
+
+func newRigOn(t *testing.T, cfg Config, clk *fakeClock, tr *fakeTransport) *rig {
+	t.Helper()
+	if cfg.VRID == 0 {
+		cfg.VRID = 51
+	}
+	r := &rig{t: t, clk: clk, tr: tr}
+	in, err := NewInstance(cfg, tr, clk, func(e Event) {
+		r.mu.Lock()
+		r.evs = append(r.evs, e)
+		r.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.in = in
+	if err := in.start(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *rig) want(s State) {
+	r.t.Helper()
+	if got := r.in.State(); got != s {
+		r.t.Fatalf("state %v, want %v", got, s)
+	}
+}
+
+func (r *rig) events() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.evs
+	r.evs = nil
+	return e
+}
+
+// from sends an advert as peer addr with priority p (and our interval).
+func (r *rig) from(addr string, p uint8) {
+	r.t.Helper()
+	r.fromI(addr, p, r.in.cfg.Interval)
+}
+
+func (r *rig) fromI(addr string, p uint8, iv time.Duration) {
+	r.t.Helper()
+	a := Advert{Version: uint8(r.in.cfg.Version), VRID: r.in.cfg.VRID, Priority: p, Interval: iv, Addrs: r.in.cfg.VIPs}
+	if a.Version == 2 {
+		a.SetPassword(r.in.cfg.AuthPass)
+	}
+	r.tr.inject(r.t, addr, a)
+}
+
+func mdi(prio uint8, iv time.Duration) time.Duration {
+	return 3*iv + time.Duration(256-int(prio))*iv/256
+}
+
+func TestInitializeStartupAddressOwnerIsMasterAtOnce(t *testing.T) {
+	r := newRig(t, Config{Priority: 255})
+	r.want(Master)
+	sent := r.tr.take()
+	if len(sent) != 1 || sent[0].Priority != 255 {
+		t.Fatalf("sent %+v, want one priority-255 advert", sent)
+	}
+	ev := r.events()
+	if len(ev) != 1 || ev[0].From != Initialize || ev[0].To != Master || ev[0].MasterAddr != netip.MustParseAddr(self) {
+		t.Fatalf("events %+v", ev)
+	}
+	r.in.SetPriority(10) // trackers cannot move an address owner
+	if r.in.Status().Priority != 255 {
+		t.Fatal("priority of an address owner changed")
+	}
+}
+
+func TestInitializeStartupBackupThenMasterAfterMasterDownInterval(t *testing.T) {
+	r := newRig(t, Config{Priority: 100, Interval: time.Second})
+	r.want(Backup)
+	if len(r.tr.take()) != 0 {
+		t.Fatal("backup sent an advert")
+	}
+	d := mdi(100, time.Second) // 3.609375s
+	r.clk.Advance(d - time.Millisecond)
+	r.want(Backup)
+	r.clk.Advance(time.Millisecond)
+	r.want(Master)
+	if s := r.tr.take(); len(s) != 1 || s[0].Priority != 100 {
+		t.Fatalf("on becoming master sent %+v", s)
+	}
+	// Adver_Timer: one advert per interval.
+	r.clk.Advance(3 * time.Second)
+	if n := len(r.tr.take()); n != 3 {
+		t.Fatalf("%d adverts in 3 intervals", n)
+	}
+	ev := r.events()
+	if len(ev) != 2 || ev[1].To != Master || ev[1].Reason != "master down timer expired" {
+		t.Fatalf("events %+v", ev)
+	}
+}
+
+func TestBackupHigherPriorityKeepsBackup(t *testing.T) {
+	r := newRig(t, Config{Priority: 100})
+	for range 10 {
+		r.clk.Advance(time.Second)
+		r.from(peerL, 200)
+	}
+	r.want(Backup)
+	st := r.in.Status()
+	if st.MasterAddr != netip.MustParseAddr(peerL) || st.MasterPriority != 200 || st.Counters.AdvertsReceived != 10 {
+		t.Fatalf("status %+v", st)
+	}
+	// The master goes silent: Master_Down_Interval after its last advert.
+	r.clk.Advance(mdi(100, time.Second) - time.Millisecond)
+	r.want(Backup)
+	r.clk.Advance(time.Millisecond)
+	r.want(Master)
+}
+
+func TestBackupEqualPriorityIsAccepted(t *testing.T) {
+	// RFC 5798 6.4.2: greater than or equal resets the timer, whatever the address.
+	r := newRig(t, Config{Priority: 100})
+	for range 10 {
+		r.clk.Advance(time.Second)
+		r.from(peerL, 100)
+	}
+	r.want(Backup)
+}
+
+func TestBackupLearnsMasterAdverInterval(t *testing.T) {
+	r := newRig(t, Config{Priority: 100, Interval: time.Second})
+	r.fromI(peerH, 200, 200*time.Millisecond)
+	if got := r.in.Status().MasterInterval; got != 200*time.Millisecond {
+		t.Fatalf("master interval %v", got)
+	}
+	d := mdi(100, 200*time.Millisecond) // 600ms + 121.875ms
+	r.clk.Advance(d - time.Millisecond)
+	r.want(Backup)
+	r.clk.Advance(time.Millisecond)
+	r.want(Master)
+	// As master it advertises its own interval again.
+	r.tr.take()
+	r.clk.Advance(time.Second)
+	if n := len(r.tr.take()); n != 1 {
+		t.Fatalf("%d adverts in 1s as master, want 1", n)
+	}
+}
+
+func TestBackupPriorityZeroTakesOverAfterSkew(t *testing.T) {
+	r := newRig(t, Config{Priority: 100, Interval: time.Second})
+	r.from(peerH, 200)
+	r.clk.Advance(500 * time.Millisecond)
+	r.from(peerH, 0)
+	skew := time.Duration(156) * time.Second / 256
+	r.clk.Advance(skew - time.Millisecond)
+	r.want(Backup)
+	r.clk.Advance(time.Millisecond)
+	r.want(Master)
+}
+
+func TestBackupPreemptsLowerPriorityMaster(t *testing.T) {
+	r := newRig(t, Config{Priority: 150})
+	for range 3 {
+		r.from(peerL, 100)
+		r.clk.Advance(time.Second)
+	}
+	// Ignored adverts do not reset the timer: master after MDI from start.
+	r.clk.Advance(mdi(150, time.Second) - 3*time.Second)
+	r.want(Master)
+}
+
+func TestBackupNoPreemptKeepsLowerPriorityMaster(t *testing.T) {
+	r := newRig(t, Config{Priority: 150, NoPreempt: true})
+	for range 20 {
+		r.from(peerL, 100)
+		r.clk.Advance(time.Second)
+	}
+	r.want(Backup)
+}
+
+func TestBackupPreemptDelay(t *testing.T) {
+	r := newRig(t, Config{Priority: 150, PreemptDelay: 5 * time.Second})
+	// Heard at t=0..; accepted for 5s, then ignored.
+	var took time.Duration
+	for i := range 20 {
+		r.from(peerL, 100)
+		r.clk.Advance(time.Second)
+		if r.in.State() == Master {
+			took = time.Duration(i+1) * time.Second
+			break
+		}
+	}
+	// Last accepted advert at t=4s (<5s), down timer MDI (3.41s) from it.
+	if took < 5*time.Second || took > 9*time.Second {
+		t.Fatalf("preempted after %v, want after the 5s delay and within MDI more", took)
+	}
+}
+
+func TestStartupDelay(t *testing.T) {
+	r := newRig(t, Config{Priority: 150, StartupDelay: 10 * time.Second})
+	// Silence: no master before the startup delay.
+	r.clk.Advance(9 * time.Second)
+	r.want(Backup)
+	r.clk.Advance(time.Second)
+	r.want(Master)
+
+	// A lower-priority master heard during the delay is not preempted then,
+	// but is after.
+	r2 := newRig(t, Config{Priority: 150, StartupDelay: 10 * time.Second})
+	for range 9 {
+		r2.clk.Advance(time.Second)
+		r2.from(peerL, 100)
+	}
+	r2.want(Backup)
+	var at time.Duration = 9 * time.Second
+	for r2.in.State() != Master && at < 20*time.Second {
+		r2.clk.Advance(time.Second)
+		r2.from(peerL, 100)
+		at += time.Second
+	}
+	if at < 10*time.Second || at > 14*time.Second {
+		t.Fatalf("preempted at %v, want after the 10s startup delay", at)
+	}
+}
+
+func TestBackupShutdown(t *testing.T) {
+	r := newRig(t, Config{Priority: 100})
+	if err := r.in.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.want(Initialize)
+	if len(r.tr.take()) != 0 {
+		t.Fatal("a stopping backup sent an advert")
+	}
+	r.clk.Advance(time.Minute)
+	r.want(Initialize)
+}
+
+func masterRig(t *testing.T, cfg Config) *rig {
+	t.Helper()
+	r := newRig(t, cfg)
+	r.clk.Advance(mdi(cfg.Priority, time.Second))
+	r.want(Master)
+	r.tr.take()
+	r.events()
+	return r
+}
+
+func TestMasterShutdownSendsPriorityZero(t *testing.T) {
+	r := masterRig(t, Config{Priority: 100})
+	if err := r.in.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.want(Initialize)
+	s := r.tr.take()
+	if len(s) != 1 || s[0].Priority != 0 {
+		t.Fatalf("sent %+v, want one priority-0 advert", s)
+	}
+	r.clk.Advance(time.Minute)
+	if len(r.tr.take()) != 0 {
+		t.Fatal("adverts after stop")
+	}
+}
+
+func TestMasterHearsPriorityZeroAnswersAtOnce(t *testing.T) {
+	r := masterRig(t, Config{Priority: 100})
+	r.clk.Advance(300 * time.Millisecond)
+	r.from(peerL, 0)
+	if s := r.tr.take(); len(s) != 1 || s[0].Priority != 100 {
+		t.Fatalf("sent %+v", s)
+	}
+	r.want(Master)
+}
+
+func TestMasterHearsHigherPriorityStepsDown(t *testing.T) {
+	r := masterRig(t, Config{Priority: 100})
+	r.fromI(peerL, 101, 500*time.Millisecond)
+	r.want(Backup)
+	if got := r.in.Status().MasterInterval; got != 500*time.Millisecond {
+		t.Fatalf("learnt interval %v", got)
+	}
+	ev := r.events()
+	if len(ev) != 1 || ev[0].To != Backup || ev[0].MasterAddr != netip.MustParseAddr(peerL) || ev[0].MasterPriority != 101 {
+		t.Fatalf("events %+v", ev)
+	}
+	r.clk.Advance(mdi(100, 500*time.Millisecond))
+	r.want(Master)
+}
+
+func TestMasterEqualPriorityTieBreak(t *testing.T) {
+	r := masterRig(t, Config{Priority: 100})
+	r.from(peerL, 100) // lower address: we stay, and answer
+	r.want(Master)
+	if n := len(r.tr.take()); n != 1 {
+		t.Fatalf("answered with %d adverts", n)
+	}
+	r.from(peerH, 100) // higher address wins
+	r.want(Backup)
+}
+
+func TestMasterHearsLowerPriorityAnswersAndReannounces(t *testing.T) {
+	r := masterRig(t, Config{Priority: 150})
+	r.from(peerL, 100)
+	r.want(Master)
+	if s := r.tr.take(); len(s) != 1 || s[0].Priority != 150 {
+		t.Fatalf("sent %+v", s)
+	}
+	ev := r.events()
+	if len(ev) != 1 || ev[0].Kind != Reannounce {
+		t.Fatalf("events %+v", ev)
+	}
+	// Rate limited: a second one within 1s answers but does not re-announce.
+	r.clk.Advance(100 * time.Millisecond)
+	r.from(peerL, 100)
+	if len(r.events()) != 0 || len(r.tr.take()) != 1 {
+		t.Fatal("second lower advert within 1s")
+	}
+	r.clk.Advance(time.Second)
+	r.tr.take()
+	r.from(peerL, 100)
+	if ev := r.events(); len(ev) != 1 || ev[0].Kind != Reannounce {
+		t.Fatalf("events %+v", ev)
+	}
+	if r.in.Status().Counters.Reannounces != 2 {
+		t.Fatal("reannounce counter")
+	}
+}
+
+func TestFault(t *testing.T) {
+	r := masterRig(t, Config{Priority: 100})
+	r.in.SetFault("eth0 down", true)
+	r.want(Fault)
+	if s := r.tr.take(); len(s) != 1 || s[0].Priority != 0 {
+		t.Fatalf("a faulting master sent %+v, want a priority-0 advert", s)
+	}
+	r.clk.Advance(time.Minute)
+	r.from(peerL, 50)
+	r.want(Fault)
+	if len(r.tr.take()) != 0 {
+		t.Fatal("adverts in fault")
+	}
+	r.in.SetFault("script", true)
+	r.in.SetFault("eth0 down", false)
+	r.want(Fault)
+	if st := r.in.Status(); len(st.Faults) != 1 || st.Faults[0] != "script" {
+		t.Fatalf("faults %v", st.Faults)
+	}
+	r.in.SetFault("script", false)
+	r.want(Backup)
+	r.clk.Advance(mdi(100, time.Second))
+	r.want(Master)
+	var tos []State
+	for _, e := range r.events() {
+		tos = append(tos, e.To)
+	}
+	if len(tos) != 3 || tos[0] != Fault || tos[1] != Backup || tos[2] != Master {
+		t.Fatalf("transitions %v", tos)
+	}
+}
+
+func TestSetPriority(t *testing.T) {
+	r := masterRig(t, Config{Priority: 150})
+	r.in.SetPriority(90) // e.g. a tracked script failed with weight -60
+	if s := r.tr.take(); len(s) != 1 || s[0].Priority != 90 {
+		t.Fatalf("sent %+v, want the new priority at once", s)
+	}
+	r.from(peerL, 100)
+	r.want(Backup)
+
+	// A backup whose priority rises above the master's preempts it.
+	r.in.SetPriority(0) // clamped to 1
+	if p := r.in.Status().Priority; p != 1 {
+		t.Fatalf("priority %d", p)
+	}
+	r.in.SetPriority(120)
+	for range 10 {
+		r.clk.Advance(time.Second)
+		r.from(peerL, 100)
+	}
+	r.want(Master)
+}
+
+func TestDropsCountedByReason(t *testing.T) {
+	r := newRig(t, Config{Priority: 100, Version: 2, AuthPass: "secret", VIPs: []netip.Addr{vip4}})
+	good := Advert{Version: 2, VRID: 51, Priority: 200, Interval: time.Second, Addrs: []netip.Addr{vip4}}
+	good.SetPassword("secret")
+	mut := func(f func(*Advert)) Advert { a := good; f(&a); return a }
+	send := func(a Advert, ttl int, from string) {
+		src := netip.MustParseAddr(from)
+		b, err := a.Marshal(src, Group4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.tr.deliver(Packet{Payload: b, Src: src, Dst: Group4, TTL: ttl})
+	}
+	send(mut(func(a *Advert) { a.VRID = 52 }), 255, peerH)
+	send(good, 64, peerH)
+	send(mut(func(a *Advert) { a.SetPassword("wrong") }), 255, peerH)
+	send(mut(func(a *Advert) { a.SetPassword("") }), 255, peerH)
+	send(mut(func(a *Advert) { a.Interval = 2 * time.Second }), 255, peerH)
+	send(mut(func(a *Advert) { a.Version = 3 }), 255, peerH)
+	send(good, 255, self)
+	r.tr.deliver(Packet{Payload: []byte{1, 2, 3}, Src: netip.MustParseAddr(peerH), Dst: Group4, TTL: 255})
+	b, _ := good.Marshal(netip.MustParseAddr(peerH), Group4)
+	b[6]++
+	r.tr.deliver(Packet{Payload: b, Src: netip.MustParseAddr(peerH), Dst: Group4, TTL: 255})
+	send(good, 255, peerH) // the one valid advert
+
+	st := r.in.Status()
+	want := map[DropReason]uint64{DropVRID: 1, DropTTL: 1, DropAuth: 2, DropInterval: 1, DropVersion: 1, DropSelf: 1, DropLength: 1, DropChecksum: 1}
+	for k, v := range want {
+		if st.Counters.Dropped[k] != v {
+			t.Errorf("%v: %d, want %d (all: %v)", k, st.Counters.Dropped[k], v, st.Counters.Dropped)
+		}
+	}
+	if st.Counters.AdvertsReceived != 1 || st.MasterPriority != 200 {
+		t.Fatalf("counters %+v", st)
+	}
+}
+
+func TestConfigRejected(t *testing.T) {
+	tr := (*bus)(nil).port(self)
+	for _, c := range []Config{
+		{},
+		{VRID: 1, Version: 2, Interval: 500 * time.Millisecond},
+		{VRID: 1, Version: 3, Interval: 15 * time.Millisecond},
+		{VRID: 1, Version: 3, AuthPass: "x"},
+		{VRID: 1, Version: 2, AuthPass: "123456789"},
+		{VRID: 1, Version: 4},
+		{VRID: 1, VIPs: []netip.Addr{vip6}},
+	} {
+		if _, err := NewInstance(c, tr, newFakeClock(), nil); err == nil {
+			t.Errorf("accepted %+v", c)
+		}
+	}
+	if _, err := NewInstance(Config{VRID: 1, Version: 2}, (*bus)(nil).port("fe80::1"), newFakeClock(), nil); err == nil {
+		t.Error("accepted v2 over IPv6")
+	}
+}
+
+// Two and three instances on an in-memory LAN.
+func TestElectionOnBus(t *testing.T) {
+	clk := newFakeClock()
+	b := &bus{}
+	cfg := func(p uint8) Config { return Config{VRID: 51, Priority: p, Interval: 100 * time.Millisecond} }
+	a := newRigOn(t, cfg(100), clk, b.port("10.99.0.1"))
+	c := newRigOn(t, cfg(150), clk, b.port("10.99.0.2"))
+	d := newRigOn(t, cfg(50), clk, b.port("10.99.0.3"))
+	clk.Advance(time.Second)
+	c.want(Master)
+	a.want(Backup)
+	d.want(Backup)
+
+	// Graceful stop of the master: the next best (a) takes over after its skew.
+	c.in.Stop(context.Background())
+	clk.Advance(time.Duration(156) * 100 * time.Millisecond / 256)
+	a.want(Master)
+	d.want(Backup)
+
+	// Split brain: cut a off; d becomes master too; heal: exactly one
+	// master within one advert interval.
+	a.tr.setCut(true)
+	clk.Advance(time.Second)
+	a.want(Master)
+	d.want(Master)
+	a.tr.setCut(false)
+	clk.Advance(100 * time.Millisecond)
+	a.want(Master)
+	d.want(Backup)
+	var re bool
+	for _, e := range a.events() {
+		re = re || e.Kind == Reannounce
+	}
+	if !re {
+		t.Fatal("surviving master did not re-announce after the heal")
+	}
+}
+
+func TestEventCallbackPanicDoesNotStopElection(t *testing.T) {
+	clk := newFakeClock()
+	tr := (*bus)(nil).port(self)
+	got := make(chan Event, 10)
+	in, err := NewInstance(Config{VRID: 1, Priority: 100, Interval: 100 * time.Millisecond}, tr, clk, func(e Event) {
+		got <- e
+		panic("boom")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- in.Run(ctx) }()
+	if e := <-got; e.To != Backup {
+		t.Fatalf("first event %+v", e)
+	}
+	clk.Advance(time.Second)
+	if e := <-got; e.To != Master {
+		t.Fatalf("second event %+v", e)
+	}
+	clk.Advance(time.Second)
+	if n := len(tr.take()); n < 10 {
+		t.Fatalf("%d adverts sent after the panics", n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if e := <-got; e.To != Initialize {
+		t.Fatalf("last event %+v", e)
+	}
+	if len(tr.take()) != 0 {
+		t.Fatal("a cancelled (not stopped) master sent a priority-0 advert")
+	}
+}
