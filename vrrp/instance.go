@@ -705,6 +705,11 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 			return
 		}
 		if a.Priority > in.prio || (a.Priority == in.prio && src.Compare(in.local) > 0) {
+			// Tell the winner a split brain existed before stepping down
+			// (keepalived's higher_prio_send_advert): it then hears a
+			// lower-priority master and re-announces the VIPs whose ARP
+			// entries we may have taken over.
+			fx.send = append(fx.send, in.advert(in.prio))
 			in.masterAddr, in.masterPrio = src, a.Priority
 			if in.cfg.Version == 3 {
 				in.masterInterval = a.Interval

@@ -302,6 +302,9 @@ func TestMasterHearsHigherPriorityStepsDown(t *testing.T) {
 	r := masterRig(t, Config{Priority: 100})
 	r.fromI(peerL, 101, 500*time.Millisecond)
 	r.want(Backup)
+	if s := r.tr.take(); len(s) != 1 || s[0].Priority != 100 {
+		t.Fatalf("sent %+v, want one last advert telling the winner about the split brain", s)
+	}
 	if got := r.in.Status().MasterInterval; got != 500*time.Millisecond {
 		t.Fatalf("learnt interval %v", got)
 	}

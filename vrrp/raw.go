@@ -1,0 +1,278 @@
+package vrrp
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// RawConfig says where a RawTransport sends and listens.
+type RawConfig struct {
+	// Interface carries the adverts (and should carry the VIPs).
+	Interface string
+	// Source is the primary address adverts are sent from. IPv4: an address
+	// of Interface. IPv6: leave it unset (set IPv6) to use the interface's
+	// link-local address, as RFC 5798 requires.
+	Source netip.Addr
+	IPv6   bool
+	// Peers switches to unicast: one copy of each advert to every peer
+	// (our own address, if listed, is skipped), and only packets from a
+	// peer are accepted. Empty means multicast to 224.0.0.18 / ff02::12.
+	Peers  []netip.Addr
+	Logger *slog.Logger
+}
+
+// RawTransport sends and receives adverts on a raw IP protocol 112 socket.
+// Create it inside the network namespace it must live in (the socket stays
+// there); it needs CAP_NET_RAW.
+type RawTransport struct {
+	cfg     RawConfig
+	ifi     *net.Interface
+	src     netip.Addr
+	log     *slog.Logger
+	p4      *ipv4.PacketConn
+	p6      *ipv6.PacketConn
+	handler atomic.Pointer[func(Packet)]
+	closed  atomic.Bool
+	wg      sync.WaitGroup
+	// Ignored counts received packets the transport filtered (other
+	// interface, not a peer, our own).
+	Ignored atomic.Uint64
+}
+
+// NewRawTransport opens the socket, joins the group (multicast) and starts
+// reading.
+func NewRawTransport(cfg RawConfig) (*RawTransport, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	ifi, err := net.InterfaceByName(cfg.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("vrrp transport: interface %q: %w", cfg.Interface, err)
+	}
+	t := &RawTransport{cfg: cfg, ifi: ifi, log: cfg.Logger.With("interface", cfg.Interface)}
+	v6 := cfg.IPv6 || (cfg.Source.IsValid() && cfg.Source.Is6() && !cfg.Source.Is4In6())
+	t.src = cfg.Source.Unmap()
+	if v6 && !t.src.IsValid() {
+		if t.src, err = linkLocal(ifi); err != nil {
+			return nil, err
+		}
+	}
+	if !t.src.IsValid() {
+		return nil, errors.New("vrrp transport: an IPv4 source address is required")
+	}
+	for _, p := range cfg.Peers {
+		if p.Unmap().Is4() == v6 {
+			return nil, fmt.Errorf("vrrp transport: peer %s is not of the family of %s", p, t.src)
+		}
+	}
+	if v6 {
+		err = t.open6()
+	} else {
+		err = t.open4()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("vrrp transport on %s: %w", cfg.Interface, err)
+	}
+	t.wg.Add(1)
+	go t.readLoop()
+	return t, nil
+}
+
+func linkLocal(ifi *net.Interface) (netip.Addr, error) {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("vrrp transport: addresses of %s: %w", ifi.Name, err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Is6() && ip.IsLinkLocalUnicast() {
+				return ip, nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("vrrp transport: %s has no IPv6 link-local address", ifi.Name)
+}
+
+func (t *RawTransport) multicast() bool { return len(t.cfg.Peers) == 0 }
+
+func (t *RawTransport) open4() error {
+	c, err := net.ListenPacket("ip4:112", "0.0.0.0")
+	if err != nil {
+		return err
+	}
+	p := ipv4.NewPacketConn(c)
+	steps := []error{
+		p.SetControlMessage(ipv4.FlagTTL|ipv4.FlagDst|ipv4.FlagInterface, true),
+		p.SetTTL(TTL),
+		p.SetMulticastTTL(TTL),
+		p.SetMulticastInterface(t.ifi),
+		p.SetMulticastLoopback(false),
+	}
+	if t.multicast() {
+		steps = append(steps, p.JoinGroup(t.ifi, &net.IPAddr{IP: Group4.AsSlice()}))
+	}
+	if err := errors.Join(steps...); err != nil {
+		c.Close()
+		return err
+	}
+	t.p4 = p
+	return nil
+}
+
+func (t *RawTransport) open6() error {
+	c, err := net.ListenPacket("ip6:112", "::")
+	if err != nil {
+		return err
+	}
+	p := ipv6.NewPacketConn(c)
+	steps := []error{
+		// The kernel computes the checksum on send and verifies it on receive.
+		p.SetChecksum(true, 6),
+		p.SetControlMessage(ipv6.FlagHopLimit|ipv6.FlagDst|ipv6.FlagInterface, true),
+		p.SetHopLimit(TTL),
+		p.SetMulticastHopLimit(TTL),
+		p.SetMulticastInterface(t.ifi),
+		p.SetMulticastLoopback(false),
+	}
+	if t.multicast() {
+		steps = append(steps, p.JoinGroup(t.ifi, &net.IPAddr{IP: Group6.AsSlice()}))
+	}
+	if err := errors.Join(steps...); err != nil {
+		c.Close()
+		return err
+	}
+	t.p6 = p
+	return nil
+}
+
+// LocalAddr is the source of our adverts.
+func (t *RawTransport) LocalAddr() netip.Addr { return t.src }
+
+// SetHandler sets the receiver of packets.
+func (t *RawTransport) SetHandler(h func(Packet)) { t.handler.Store(&h) }
+
+func (t *RawTransport) dests() []netip.Addr {
+	if t.multicast() {
+		if t.p6 != nil {
+			return []netip.Addr{Group6}
+		}
+		return []netip.Addr{Group4}
+	}
+	return t.cfg.Peers
+}
+
+// Send marshals a for each destination (the v3 checksum covers it) and
+// sends it from the primary address.
+func (t *RawTransport) Send(a Advert) error {
+	var errs []error
+	for _, d := range t.dests() {
+		d = d.Unmap()
+		if d == t.src {
+			continue
+		}
+		b, err := a.Marshal(t.src, d)
+		if err != nil {
+			return err
+		}
+		if t.p6 != nil {
+			cm := &ipv6.ControlMessage{Src: t.src.AsSlice(), IfIndex: t.ifi.Index}
+			dst := &net.IPAddr{IP: d.AsSlice()}
+			if d.IsLinkLocalUnicast() || d.IsLinkLocalMulticast() {
+				// By index: Go resolves zone names in the namespace of
+				// the calling thread, which need not be the socket's.
+				dst.Zone = strconv.Itoa(t.ifi.Index)
+			}
+			_, err = t.p6.WriteTo(b, cm, dst)
+		} else {
+			cm := &ipv4.ControlMessage{Src: t.src.AsSlice(), IfIndex: t.ifi.Index}
+			_, err = t.p4.WriteTo(b, cm, &net.IPAddr{IP: d.AsSlice()})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("to %s: %w", d, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (t *RawTransport) readLoop() {
+	defer t.wg.Done()
+	buf := make([]byte, 2048)
+	for {
+		var (
+			n       int
+			src     net.Addr
+			err     error
+			ifindex int
+			ttl     = -1
+			dst     netip.Addr
+		)
+		if t.p6 != nil {
+			var cm *ipv6.ControlMessage
+			n, cm, src, err = t.p6.ReadFrom(buf)
+			if cm != nil {
+				ifindex, ttl = cm.IfIndex, cm.HopLimit
+				dst, _ = netip.AddrFromSlice(cm.Dst)
+			}
+		} else {
+			var cm *ipv4.ControlMessage
+			n, cm, src, err = t.p4.ReadFrom(buf)
+			if cm != nil {
+				ifindex, ttl = cm.IfIndex, cm.TTL
+				dst, _ = netip.AddrFromSlice(cm.Dst)
+			}
+		}
+		if err != nil {
+			if t.closed.Load() {
+				return
+			}
+			// ICMP protocol-unreachable from a peer whose daemon is down.
+			if errors.Is(err, syscall.ENOPROTOOPT) || errors.Is(err, syscall.EPROTO) || errors.Is(err, syscall.ECONNREFUSED) {
+				continue
+			}
+			t.log.Warn("vrrp read", "err", err)
+			continue
+		}
+		ia, ok := src.(*net.IPAddr)
+		if !ok {
+			continue
+		}
+		from, _ := netip.AddrFromSlice(ia.IP)
+		from = from.Unmap()
+		if ifindex != t.ifi.Index || from == t.src || !dst.IsValid() ||
+			(!t.multicast() && !slices.ContainsFunc(t.cfg.Peers, func(p netip.Addr) bool { return p.Unmap() == from })) {
+			t.Ignored.Add(1)
+			continue
+		}
+		h := t.handler.Load()
+		if h == nil {
+			continue
+		}
+		(*h)(Packet{Payload: append([]byte(nil), buf[:n]...), Src: from, Dst: dst.Unmap(), TTL: ttl})
+	}
+}
+
+// Close closes the socket and waits for the reader to finish.
+func (t *RawTransport) Close() error {
+	if t.closed.Swap(true) {
+		return nil
+	}
+	var err error
+	if t.p6 != nil {
+		err = t.p6.Close()
+	} else {
+		err = t.p4.Close()
+	}
+	t.wg.Wait()
+	return err
+}
