@@ -14,7 +14,8 @@
 //   - The Announcer sends gratuitous ARP (a request and a reply, like
 //     MetalLB) over a send-only AF_PACKET socket bound to ETH_P_RARP (like
 //     keepalived, so it never receives ARP) and IPv6 unsolicited neighbour
-//     advertisements with the Override flag: one round at once, Repeat more
+//     advertisements with the Override flag (marshalled by mdlayher/ndp, sent
+//     on a send-only raw ICMPv6 socket): one round at once, Repeat more
 //     rounds Interval apart (default 1100 ms: Linux ignores a second ARP
 //     update inside its 1 s locktime), an optional periodic Refresh, and
 //     Reannounce for "a lower priority master was heard". Stop cancels

@@ -1,7 +1,6 @@
 package failover
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,7 +10,6 @@ import (
 	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netns"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,8 +23,9 @@ type packetSender struct {
 }
 
 type ndpConn struct {
-	c  *ndp.Conn
-	hw net.HardwareAddr
+	fd    int // raw ICMPv6 socket in the namespace
+	index int // interface index in that namespace
+	hw    net.HardwareAddr
 }
 
 func newPacketSender(ns *netns.NsHandle) *packetSender {
@@ -105,24 +104,35 @@ func (s *packetSender) closeARP(ifname string) {
 // unsolicitedNA sends a neighbour advertisement for the VIP to all nodes
 // with Override set and Solicited clear (RFC 4861 7.2.6).
 func (s *packetSender) unsolicitedNA(ifname string, vip netip.Addr, router bool) (int, error) {
-	c, err := s.ndpConn(ifname, vip)
+	c, err := s.ndpConn(ifname)
 	if err != nil {
 		return 0, err
 	}
-	m := &ndp.NeighborAdvertisement{
+	b, err := ndp.MarshalMessage(&ndp.NeighborAdvertisement{
 		Router:        router,
 		Override:      true,
 		TargetAddress: vip,
 		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: c.hw}},
+	})
+	if err == nil {
+		// The scope is the interface index, not its name: Go resolves
+		// zone names in the namespace of whichever thread writes.
+		dst := &unix.SockaddrInet6{Addr: netip.IPv6LinkLocalAllNodes().As16(), ZoneId: uint32(c.index)}
+		err = unix.Sendto(c.fd, b, unix.MSG_DONTWAIT, dst)
 	}
-	if err := c.c.WriteTo(m, nil, netip.IPv6LinkLocalAllNodes()); err != nil {
+	if err != nil {
 		s.closeNDP(ifname)
 		return 0, fmt.Errorf("unsolicited NA for %s on %s: %w", vip, ifname, err)
 	}
 	return 1, nil
 }
 
-func (s *packetSender) ndpConn(ifname string, vip netip.Addr) (*ndpConn, error) {
+// ndpConn opens a raw ICMPv6 socket for ifname in the namespace. It is
+// not bound: the kernel picks the link-local source, or, while that is
+// still tentative after link-up, another usable address such as the VIP
+// (added without DAD). ndp.Listen binds to the link-local address and
+// would fail in that window.
+func (s *packetSender) ndpConn(ifname string) (*ndpConn, error) {
 	if c := s.ndp[ifname]; c != nil {
 		return c, nil
 	}
@@ -135,29 +145,39 @@ func (s *packetSender) ndpConn(ifname string, vip netip.Addr) (*ndpConn, error) 
 		if len(ifi.HardwareAddr) != 6 {
 			return fmt.Errorf("interface %s has no Ethernet address", ifname)
 		}
-		// From the link-local address, as routers and MetalLB do. Right
-		// after link-up it is still tentative and cannot be bound; the
-		// VIP itself (added without DAD) is then a valid source too.
-		c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
+		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMPV6)
 		if err != nil {
-			var err2 error
-			c, _, err2 = ndp.Listen(ifi, ndp.Addr(vip.String()))
-			if err2 != nil {
-				return errors.Join(err, err2)
-			}
-		}
-		// Send-only: filter out every ICMPv6 type so nothing queues.
-		var f ipv6.ICMPFilter
-		f.SetAll(true)
-		if err := c.SetICMPFilter(&f); err != nil {
-			c.Close()
 			return err
 		}
-		nc = &ndpConn{c: c, hw: ifi.HardwareAddr}
+		// Send-only: block every ICMPv6 type so nothing ever queues.
+		var blockAll unix.ICMPv6Filter
+		for i := range blockAll.Data {
+			blockAll.Data[i] = 0xffffffff
+		}
+		for _, o := range []struct {
+			level, name, value int
+		}{
+			{unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, ndp.HopLimit}, // RFC 4861: 255 or dropped
+			{unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, ndp.HopLimit},
+			{unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifi.Index},
+			{unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP, 0},
+		} {
+			if err == nil {
+				err = unix.SetsockoptInt(fd, o.level, o.name, o.value)
+			}
+		}
+		if err == nil {
+			err = unix.SetsockoptICMPv6Filter(fd, unix.IPPROTO_ICMPV6, unix.ICMPV6_FILTER, &blockAll)
+		}
+		if err != nil {
+			unix.Close(fd)
+			return err
+		}
+		nc = &ndpConn{fd: fd, index: ifi.Index, hw: ifi.HardwareAddr}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open NDP socket on %s: %w", ifname, err)
+		return nil, fmt.Errorf("open ICMPv6 socket on %s: %w", ifname, err)
 	}
 	s.ndp[ifname] = nc
 	return nc, nil
@@ -165,7 +185,7 @@ func (s *packetSender) ndpConn(ifname string, vip netip.Addr) (*ndpConn, error) 
 
 func (s *packetSender) closeNDP(ifname string) {
 	if c := s.ndp[ifname]; c != nil {
-		c.c.Close()
+		unix.Close(c.fd)
 		delete(s.ndp, ifname)
 	}
 }

@@ -103,10 +103,10 @@ type vipSet struct {
 
 	mu       sync.Mutex
 	vips     []VIP
-	held     bool     // claimed: the watcher keeps them present
-	index    []int    // link index each VIP was last added on
-	errs     []error  // last add error of each VIP
-	restored uint64   // VIPs the watcher had to put back
+	held     bool    // claimed: the watcher keeps them present
+	index    []int   // link index each VIP was last added on
+	errs     []error // last add error of each VIP
+	restored uint64  // VIPs the watcher had to put back
 }
 
 func newVIPSet(h *netlink.Handle, vips []VIP, log *slog.Logger) *vipSet {
