@@ -1,0 +1,67 @@
+package healthcheck
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// NoWeight is Result.Weight (and Change.Weight) when the check says
+// nothing about the real server's weight.
+const NoWeight = -1
+
+// Result is the outcome of one check.
+type Result struct {
+	Up bool
+	// Reason says why, for a human: "HTTP 503 from 10.0.0.3:80",
+	// "connect 10.0.0.3:80: connection refused", "timeout after 1s".
+	Reason  string
+	Latency time.Duration
+	// Weight is the weight a dynamic exec check asked for, or NoWeight.
+	Weight int
+}
+
+// Checker runs one check of one real server. Check must return by
+// deadline (a check never outlives its timeout) and as soon as it can
+// after ctx is cancelled; it must be safe to call from one goroutine at a
+// time (the scheduler never overlaps checks of one Checker).
+type Checker interface {
+	Check(ctx context.Context, deadline time.Time) Result
+}
+
+// New returns the checker for s (after defaults), or an error if s is
+// invalid.
+func New(s Spec) (Checker, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	s = s.WithDefaults()
+	switch s.Kind {
+	case KindTCP:
+		return &TCPChecker{Addr: s.checkAddr()}, nil
+	case KindHTTP, KindHTTPS:
+		return newHTTPChecker(s)
+	case KindExec:
+		return &ExecChecker{Command: s.Exec.Command, Dynamic: s.Exec.Dynamic, Target: s.Target, Name: s.Name}, nil
+	}
+	return nil, fmt.Errorf("check of %s: unknown kind %q", s.Target, s.Kind)
+}
+
+func pass(start time.Time, format string, args ...any) Result {
+	return Result{Up: true, Reason: fmt.Sprintf(format, args...), Latency: time.Since(start), Weight: NoWeight}
+}
+
+func fail(start time.Time, format string, args ...any) Result {
+	return Result{Up: false, Reason: fmt.Sprintf(format, args...), Latency: time.Since(start), Weight: NoWeight}
+}
+
+// roundDur prints durations for humans: 1s, 250ms, 1.5ms.
+func roundDur(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
+}

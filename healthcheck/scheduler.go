@@ -1,0 +1,457 @@
+package healthcheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultMaxConcurrent bounds checks in flight: well below the 20,000
+// open files a process may have here, with room for the rest of vigil.
+const DefaultMaxConcurrent = 4096
+
+// Options configure a Scheduler. The zero value is usable.
+type Options struct {
+	// Clock drives intervals; nil means the real clock.
+	Clock Clock
+	// MaxConcurrent bounds checks in flight (each holds a socket or a
+	// process); default DefaultMaxConcurrent. A due check waits for a
+	// free slot, which shows as lateness.
+	MaxConcurrent int
+	// Spread randomly lengthens or shortens each interval by up to this
+	// fraction (HAProxy's spread-checks, as a fraction): 0 means
+	// DefaultSpread, a negative value none. The first check of a new
+	// check is always placed at random within its first interval.
+	Spread float64
+	// NewChecker builds the checker of a spec; nil means New. Tests
+	// inject fakes here.
+	NewChecker func(Spec) (Checker, error)
+	// Observe, if set, is called on the scheduler's goroutine after every
+	// check (for metrics and benchmarks); it must be quick.
+	Observe func(Observation)
+	// Logger receives state changes at Info; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Change is a change of a check's verdict: up/down, or the weight a
+// dynamic check asked for while up.
+type Change struct {
+	Key  string // Spec.Key(): every real server sharing this check is affected
+	Spec Spec   // with defaults applied
+	Up   bool
+	// Initial marks the first Change of a check added by Set: its initial
+	// state, before any check ran.
+	Initial bool
+	Reason  string // of the result that caused the change
+	Passes  int    // consecutive, after the result
+	Fails   int    // consecutive, after the result
+	Weight  int    // dynamic weight, or NoWeight
+	At      time.Time
+}
+
+// Status is the state of one check, for `vigil status` and metrics.
+type Status struct {
+	Key        string
+	Spec       Spec // with defaults applied
+	Up         bool
+	Checked    bool // at least one check has completed
+	Passes     int  // consecutive
+	Fails      int  // consecutive
+	Weight     int  // dynamic weight, or NoWeight
+	Last       Result
+	LastCheck  time.Time // start of the last completed check
+	LastChange time.Time // last up/down change (or when the check was added)
+}
+
+// Observation describes one completed check.
+type Observation struct {
+	Key       string
+	Scheduled time.Time // when the check was due
+	Started   time.Time // when it actually started
+	Result    Result
+}
+
+// Scheduler runs checks. Create it with NewScheduler, give it checks with
+// Set (any time), run it with Run, and read Changes.
+type Scheduler struct {
+	opts   Options
+	clock  Clock
+	log    *slog.Logger
+	spread float64
+
+	setMu   sync.Mutex // serializes Set
+	mu      sync.Mutex // guards checks, added and the shared fields of check
+	checks  map[string]*check
+	added   []*check
+	kick    chan struct{}
+	results chan done
+	changes chan Change
+	running atomic.Bool
+
+	// testIdle, when set by a test, receives the next due time whenever
+	// the run loop is idle (nothing in flight, no change queued): tests
+	// step the fake clock event by event.
+	testIdle chan time.Time
+}
+
+type check struct {
+	key     string
+	spec    Spec
+	checker Checker
+	removed atomic.Bool
+
+	// Written by the run loop under Scheduler.mu; the loop reads them
+	// without the lock (it is the only writer).
+	h          health
+	last       Result
+	lastCheck  time.Time
+	lastChange time.Time
+
+	// Run loop only.
+	due time.Time
+	idx int
+}
+
+type done struct {
+	c         *check
+	scheduled time.Time
+	started   time.Time
+	r         Result
+}
+
+// NewScheduler returns a Scheduler with no checks.
+func NewScheduler(opts Options) *Scheduler {
+	if opts.Clock == nil {
+		opts.Clock = realClock{}
+	}
+	if opts.MaxConcurrent <= 0 {
+		opts.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if opts.NewChecker == nil {
+		opts.NewChecker = New
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	spread := opts.Spread
+	switch {
+	case spread == 0:
+		spread = DefaultSpread
+	case spread < 0:
+		spread = 0
+	case spread > 0.5:
+		spread = 0.5
+	}
+	return &Scheduler{
+		opts:    opts,
+		clock:   opts.Clock,
+		log:     opts.Logger,
+		spread:  spread,
+		checks:  make(map[string]*check),
+		kick:    make(chan struct{}, 1),
+		results: make(chan done, opts.MaxConcurrent),
+		changes: make(chan Change),
+	}
+}
+
+// Set replaces the list of checks. Specs with equal keys collapse into one
+// check. Checks whose key is unchanged keep running with their state;
+// new ones start in their initial state; missing ones stop. On an invalid
+// spec Set returns an error naming it and changes nothing.
+func (s *Scheduler) Set(specs []Spec) error {
+	s.setMu.Lock()
+	defer s.setMu.Unlock()
+	want := make(map[string]Spec, len(specs))
+	for i, sp := range specs {
+		if err := sp.Validate(); err != nil {
+			return fmt.Errorf("check %d: %w", i, err)
+		}
+		k := sp.Key()
+		if _, dup := want[k]; !dup {
+			want[k] = sp.WithDefaults()
+		}
+	}
+	s.mu.Lock()
+	var fresh []*check
+	for k, sp := range want {
+		if _, ok := s.checks[k]; ok {
+			continue
+		}
+		fresh = append(fresh, &check{key: k, spec: sp})
+	}
+	s.mu.Unlock()
+	for _, c := range fresh {
+		ch, err := s.opts.NewChecker(c.spec)
+		if err != nil {
+			return fmt.Errorf("%s check of %s: %w", c.spec.Kind, c.spec.Target, err)
+		}
+		c.checker = ch
+		c.h = newHealth(c.spec.InitialUp)
+	}
+	s.mu.Lock()
+	for k, c := range s.checks {
+		if _, ok := want[k]; !ok {
+			c.removed.Store(true)
+			delete(s.checks, k)
+		}
+	}
+	for _, c := range fresh {
+		s.checks[c.key] = c
+		s.added = append(s.added, c)
+	}
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Changes delivers every Change in order, starting with the initial state
+// of each added check. Changes queue inside the scheduler until read, so a
+// slow reader delays nothing; read them.
+func (s *Scheduler) Changes() <-chan Change { return s.changes }
+
+// Snapshot returns the state of every check, sorted by key.
+func (s *Scheduler) Snapshot() []Status {
+	s.mu.Lock()
+	out := make([]Status, 0, len(s.checks))
+	for _, c := range s.checks {
+		out = append(out, Status{
+			Key: c.key, Spec: c.spec, Up: c.h.up, Checked: c.h.checked,
+			Passes: c.h.passes, Fails: c.h.fails, Weight: c.h.weight,
+			Last: c.last, LastCheck: c.lastCheck, LastChange: c.lastChange,
+		})
+	}
+	s.mu.Unlock()
+	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
+// Run runs checks until ctx ends, then waits for the checks in flight
+// (each ends by its deadline, and sooner since ctx is cancelled) and
+// returns nil. It may be called once.
+func (s *Scheduler) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("healthcheck: Scheduler.Run called twice")
+	}
+	var (
+		due      checkHeap
+		pending  []Change
+		inflight int
+		max      = s.opts.MaxConcurrent
+		timer    = s.clock.NewTimer(time.Hour)
+	)
+	defer timer.Stop()
+	for {
+		now := s.clock.Now()
+		for inflight < max && len(due) > 0 && !due[0].due.After(now) {
+			c := due.pop()
+			if c.removed.Load() {
+				continue
+			}
+			inflight++
+			go s.runCheck(ctx, c, c.due)
+		}
+		if inflight < max && len(due) > 0 {
+			timer.Reset(due[0].due.Sub(now))
+		} else {
+			timer.Stop()
+		}
+		var out chan Change
+		var head Change
+		if len(pending) > 0 {
+			out, head = s.changes, pending[0]
+		} else if s.testIdle != nil && inflight == 0 {
+			var next time.Time
+			if len(due) > 0 {
+				next = due[0].due
+			}
+			select {
+			case s.testIdle <- next:
+			case <-ctx.Done():
+			}
+		}
+		select {
+		case <-ctx.Done():
+			for ; inflight > 0; inflight-- {
+				<-s.results
+			}
+			return nil
+		case <-timer.C():
+		case d := <-s.results:
+			inflight--
+			pending = s.complete(d, &due, pending)
+			for more := true; more; {
+				select {
+				case d := <-s.results:
+					inflight--
+					pending = s.complete(d, &due, pending)
+				default:
+					more = false
+				}
+			}
+		case <-s.kick:
+			pending = s.admit(&due, pending)
+		case out <- head:
+			pending[0] = Change{}
+			pending = pending[1:]
+		}
+	}
+}
+
+// admit schedules the checks added by Set.
+func (s *Scheduler) admit(due *checkHeap, pending []Change) []Change {
+	s.mu.Lock()
+	added := s.added
+	s.added = nil
+	now := s.clock.Now()
+	for _, c := range added {
+		c.lastChange = now
+	}
+	s.mu.Unlock()
+	for _, c := range added {
+		if c.removed.Load() {
+			continue
+		}
+		// Spread first checks over one interval, so a start or a reload
+		// does not fire thousands of checks at once.
+		c.due = now.Add(c.spec.Warmup + time.Duration(rand.Float64()*float64(c.spec.Interval)))
+		due.push(c)
+		reason := "initial state: down until proven up"
+		if c.spec.InitialUp {
+			reason = "initial state: up"
+		}
+		pending = append(pending, Change{Key: c.key, Spec: c.spec, Up: c.spec.InitialUp, Initial: true,
+			Reason: reason, Weight: NoWeight, At: now})
+	}
+	return pending
+}
+
+// complete records a result and schedules the next check.
+func (s *Scheduler) complete(d done, due *checkHeap, pending []Change) []Change {
+	c := d.c
+	if c.removed.Load() {
+		return pending
+	}
+	now := s.clock.Now()
+	sp := &c.spec
+	s.mu.Lock()
+	flipped, reweighted := c.h.observe(d.r, sp.Rise, sp.Fall)
+	c.last = d.r
+	c.lastCheck = d.started
+	if flipped {
+		c.lastChange = now
+	}
+	s.mu.Unlock()
+	if flipped || reweighted {
+		ch := Change{Key: c.key, Spec: c.spec, Up: c.h.up, Reason: d.r.Reason,
+			Passes: c.h.passes, Fails: c.h.fails, Weight: c.h.weight, At: now}
+		pending = append(pending, ch)
+		if flipped {
+			state := "down"
+			if ch.Up {
+				state = "up"
+			}
+			s.log.Info("health check changed", "check", sp.Kind, "target", sp.Target, "state", state,
+				"reason", d.r.Reason, "passes", ch.Passes, "fails", ch.Fails)
+		}
+	}
+	// Fixed rate from the scheduled time, so lateness does not accumulate;
+	// never earlier than now.
+	next := d.scheduled.Add(s.jitter(c.h.interval(sp)))
+	if next.Before(now) {
+		next = now
+	}
+	c.due = next
+	due.push(c)
+	if s.opts.Observe != nil {
+		s.opts.Observe(Observation{Key: c.key, Scheduled: d.scheduled, Started: d.started, Result: d.r})
+	}
+	return pending
+}
+
+func (s *Scheduler) jitter(d time.Duration) time.Duration {
+	if s.spread == 0 {
+		return d
+	}
+	return time.Duration(float64(d) * (1 + s.spread*(2*rand.Float64()-1)))
+}
+
+// runCheck runs one check on its own goroutine; a panic is a failure.
+func (s *Scheduler) runCheck(ctx context.Context, c *check, scheduled time.Time) {
+	started := s.clock.Now()
+	deadline := time.Now().Add(c.spec.Timeout)
+	var r Result
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				r = Result{Reason: fmt.Sprintf("check panicked: %v", p), Weight: NoWeight}
+			}
+		}()
+		r = c.checker.Check(ctx, deadline)
+	}()
+	s.results <- done{c: c, scheduled: scheduled, started: started, r: r}
+}
+
+// checkHeap is a min-heap of checks by due time.
+type checkHeap []*check
+
+func (h *checkHeap) push(c *check) {
+	*h = append(*h, c)
+	c.idx = len(*h) - 1
+	h.up(c.idx)
+}
+
+func (h *checkHeap) pop() *check {
+	old := *h
+	c := old[0]
+	n := len(old) - 1
+	old[0] = old[n]
+	old[0].idx = 0
+	old[n] = nil
+	*h = old[:n]
+	if n > 0 {
+		h.down(0)
+	}
+	return c
+}
+
+func (h checkHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h[i].due.Before(h[p].due) {
+			return
+		}
+		h[i], h[p] = h[p], h[i]
+		h[i].idx, h[p].idx = i, p
+		i = p
+	}
+}
+
+func (h checkHeap) down(i int) {
+	n := len(h)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && h[r].due.Before(h[l].due) {
+			m = r
+		}
+		if !h[m].due.Before(h[i].due) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		h[i].idx, h[m].idx = i, m
+		i = m
+	}
+}

@@ -1,0 +1,34 @@
+package healthcheck
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// TCPChecker passes when a listener accepts a connection at Addr. The
+// check is half-open (SYN, SYN-ACK, RST): it proves a listener exists and
+// costs the server application nothing, as HAProxy's does.
+type TCPChecker struct {
+	Addr netip.AddrPort
+}
+
+// Check connects and resets.
+func (t *TCPChecker) Check(ctx context.Context, deadline time.Time) Result {
+	start := time.Now()
+	c, err := dial(ctx, t.Addr, deadline)
+	if err != nil {
+		return connectFailure(start, deadline, t.Addr, err)
+	}
+	c.Close()
+	return pass(start, "connected to %s", t.Addr)
+}
+
+// connectFailure words a failed connect.
+func connectFailure(start, deadline time.Time, addr netip.AddrPort, err error) Result {
+	if errors.Is(err, errTimeout) {
+		return fail(start, "timeout after %v connecting to %s", roundDur(deadline.Sub(start)), addr)
+	}
+	return fail(start, "connect %s: %v", addr, err)
+}
