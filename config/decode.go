@@ -18,6 +18,7 @@ type decoder struct {
 	file string
 	pos  *positions
 	errs Errors
+	bad  map[string]bool // paths already reported: one error per value
 }
 
 func (d *decoder) errorf(at pos, fix, format string, args ...any) {
@@ -26,11 +27,31 @@ func (d *decoder) errorf(at pos, fix, format string, args ...any) {
 
 // valErr reports a problem with the value at p.
 func (d *decoder) valErr(p path, fix, format string, args ...any) {
+	if d.reported(p) {
+		return
+	}
 	d.errorf(d.pos.valAt(p), fix, format, args...)
+}
+
+// reported marks p as reported and says whether it already was, so a value
+// that failed to decode is not reported again by validation.
+func (d *decoder) reported(p path) bool {
+	if d.bad == nil {
+		d.bad = map[string]bool{}
+	}
+	k := p.key()
+	if d.bad[k] {
+		return true
+	}
+	d.bad[k] = true
+	return false
 }
 
 // keyErr reports a problem with the key at p.
 func (d *decoder) keyErr(p path, fix, format string, args ...any) {
+	if d.reported(p) {
+		return
+	}
 	d.errorf(d.pos.keyAt(p), fix, format, args...)
 }
 

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -21,7 +23,11 @@ func (s *Site) Director(name string) (*Director, error) {
 	for i, d := range s.Directors {
 		names[i] = d.Name
 	}
-	msg := fmt.Sprintf("no director named %q in the site (it has %s)", name, oneOf(names))
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	msg := fmt.Sprintf("no director named %q in the site (it has %s)", name, strings.Join(q, ", "))
 	if fix := suggest(name, names); fix != "" {
 		msg += "; " + fix
 	}

@@ -20,6 +20,9 @@ type validator struct {
 	*decoder
 	raw map[string]any
 	s   *Site
+	// vipsIncomplete is set when some VIP could not be read, so "not a VIP
+	// of any instance" cannot be decided.
+	vipsIncomplete bool
 }
 
 // rawAt returns the raw value at p and whether it is present in the file.
@@ -49,9 +52,27 @@ func (v *validator) has(p path) bool { _, ok := v.rawAt(p); return ok }
 
 // missing reports a required key that is absent from the table at p.
 func (v *validator) missing(p path, key, fix string) {
-	if !v.has(p.child(key)) {
+	if !v.has(p.child(key)) && !v.misspelt(p, key) {
 		v.keyErr(p, fix, "missing %s %s", key, where(p.child(key)))
 	}
+}
+
+// misspelt reports whether the table at p has an unknown key that is a
+// misspelling of key (already reported as unknown, with a suggestion).
+func (v *validator) misspelt(p path, key string) bool {
+	m, ok := v.rawAtMap(p)
+	if !ok && len(p) == 0 {
+		m, ok = v.raw, true
+	}
+	if !ok {
+		return false
+	}
+	for k := range m {
+		if k != key && suggest(k, []string{key}) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 var (
@@ -250,7 +271,8 @@ func (v *validator) cluster() {
 	if c.Insecure && c.SecretKeyFile != "" {
 		v.keyErr(p.child("insecure"), "remove insecure = true or secret_key_file", "insecure = true contradicts secret_key_file")
 	}
-	if len(v.s.Directors) > 1 && !c.Insecure && c.SecretKeyFile == "" && !v.has(p.child("secret_key_file")) {
+	if len(v.s.Directors) > 1 && !c.Insecure && c.SecretKeyFile == "" && !v.has(p.child("secret_key_file")) &&
+		!v.misspelt(nil, "cluster") && !v.misspelt(p, "secret_key_file") {
 		v.keyErr(p, `add secret_key_file = "/etc/vigil/cluster.key" under [cluster] (or insecure = true in a lab)`,
 			"the cluster channel between %d directors needs a secret_key_file", len(v.s.Directors))
 	}
@@ -360,6 +382,9 @@ func (v *validator) instances() {
 		if len(in.VIPs) == 0 && !v.has(p.child("vips")) {
 			v.keyErr(p, `add vips = ["192.168.0.101/24"]`, "instance %q has no vips", in.Name)
 		}
+		if len(in.VIPs) == 0 {
+			v.vipsIncomplete = true
+		}
 		if v.has(p.child("vips")) && len(in.VIPs) == 0 {
 			v.valErr(p.child("vips"), `list at least one address`, "vips is empty")
 		}
@@ -367,6 +392,7 @@ func (v *validator) instances() {
 		for j, vip := range in.VIPs {
 			vp := p.child("vips").index(j)
 			if !vip.Prefix.IsValid() {
+				v.vipsIncomplete = true
 				if _, ok := v.rawAt(vp.child("address")); !ok {
 					if _, isMap := v.rawAtMap(vp); isMap {
 						v.keyErr(vp, `add address = "192.168.0.101/24"`, "VIP has no address")
@@ -618,7 +644,7 @@ func (v *validator) virtualServers() {
 			v6 = vs.Address.Addr().Is6()
 			if vs.Address.Port() == 0 {
 				v.valErr(p.child("address"), fmt.Sprintf("write %q", netip.AddrPortFrom(vs.Address.Addr(), 80).String()), "virtual server address %s has no port", vs.Address.Addr())
-			} else if v.s.InstanceOfVIP(vs.Address.Addr()) == nil {
+			} else if v.s.InstanceOfVIP(vs.Address.Addr()) == nil && !v.vipsIncomplete {
 				v.valErr(p.child("address"), "add "+vs.Address.Addr().String()+" to the vips of an instance, so a director claims it",
 					"virtual server address %s is not a VIP of any instance", vs.Address.Addr())
 			}
@@ -709,7 +735,7 @@ func (v *validator) realServers(p path, vs *VirtualServer, v6 bool) {
 				v.valErr(rp.child("address"), "list each real server once", "real server %s is listed twice", rs.Address)
 			}
 			seen[rs.Address] = true
-			if (rs.Forwarding == "dr" || rs.Forwarding == "tunnel") && vs.Address.IsValid() && rs.Address.Port() != vs.Address.Port() {
+			if (rs.Forwarding == "dr" || rs.Forwarding == "tunnel") && vs.Address.Port() != 0 && rs.Address.Port() != vs.Address.Port() {
 				v.valErr(rp.child("address"), fmt.Sprintf("use port %d, or forwarding = \"nat\" to change ports", vs.Address.Port()),
 					"real server %s: %s forwarding cannot change the port %d", rs.Address, rs.Forwarding, vs.Address.Port())
 			}
@@ -720,7 +746,9 @@ func (v *validator) realServers(p path, vs *VirtualServer, v6 bool) {
 		if rs.UpperThreshold > 0 && rs.LowerThreshold > rs.UpperThreshold {
 			v.valErr(rp.child("lower_threshold"), "use a lower_threshold below upper_threshold", "lower_threshold %d is above upper_threshold %d", rs.LowerThreshold, rs.UpperThreshold)
 		}
-		v.enum(rp.child("forwarding"), rs.Forwarding, forwardings)
+		if v.has(rp.child("forwarding")) { // else the virtual server's, checked there
+			v.enum(rp.child("forwarding"), rs.Forwarding, forwardings)
+		}
 		if m, ok := v.rawAtMap(rp.child("check")); ok {
 			v.check(rp.child("check"), rs.Check, m)
 		}
@@ -737,30 +765,30 @@ func (v *validator) check(p path, c Check, own map[string]any) {
 			own = map[string]any{}
 		}
 		// the base check: report every problem, written or default.
-		v.checkRules(p, c, func(keys ...string) (pos, bool) {
+		v.checkRules(p, c, func(keys ...string) (path, bool) {
 			for _, k := range keys {
 				if _, ok := own[k]; ok {
-					return v.pos.valAt(p.child(k)), true
+					return p.child(k), true
 				}
 			}
-			return v.pos.keyAt(p), true
+			return p.child(keys[0]), true
 		}, own)
 		return
 	}
-	v.checkRules(p, c, func(keys ...string) (pos, bool) {
+	v.checkRules(p, c, func(keys ...string) (path, bool) {
 		for _, k := range keys {
 			if _, ok := own[k]; ok {
-				return v.pos.valAt(p.child(k)), true
+				return p.child(k), true
 			}
 		}
-		return pos{}, false
+		return nil, false
 	}, own)
 }
 
-func (v *validator) checkRules(p path, c Check, at func(keys ...string) (pos, bool), own map[string]any) {
+func (v *validator) checkRules(p path, c Check, at func(keys ...string) (path, bool), own map[string]any) {
 	bad := func(keys []string, fix, format string, args ...any) {
 		if q, ok := at(keys...); ok {
-			v.errorf(q, fix, format, args...)
+			v.valErr(q, fix, format, args...)
 		}
 	}
 	k := func(s ...string) []string { return s }
@@ -787,8 +815,7 @@ func (v *validator) checkRules(p path, c Check, at func(keys ...string) (pos, bo
 			continue
 		}
 		if !contains(need, c.Type) {
-			q := v.pos.keyAt(p.child(key))
-			v.errorf(q, "remove it, or use type "+oneOf(need), "check key %q does not apply to a %s check", key, c.Type)
+			v.keyErr(p.child(key), "remove it, or use type "+oneOf(need), "check key %q does not apply to a %s check", key, c.Type)
 		}
 	}
 	if c.Type == "none" {
@@ -852,7 +879,7 @@ func (v *validator) checkRules(p path, c Check, at func(keys ...string) (pos, bo
 			bad(k("method", "body", "body_regex", "digest"), `use method = "GET" to check the body`, "a HEAD response has no body to match")
 		}
 	case "exec":
-		if len(c.Command.Argv) == 0 && c.Command.Shell == "" {
+		if _, written := own["command"]; !written && len(c.Command.Argv) == 0 && c.Command.Shell == "" {
 			bad(k("type", "command"), `add command = ["/usr/local/bin/check-app", "--quiet"]`, "an exec check needs a command")
 		}
 	}
