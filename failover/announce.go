@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -187,6 +188,11 @@ func (a *Announcer) Reannounce() bool {
 	if !a.active {
 		return false
 	}
+	a.reannounceLocked()
+	return true
+}
+
+func (a *Announcer) reannounceLocked() {
 	a.left = 1 + a.cfg.Repeat
 	if a.roundTimer != nil {
 		a.roundTimer.Stop()
@@ -199,7 +205,43 @@ func (a *Announcer) Reannounce() bool {
 	} else {
 		a.scheduleRoundLocked(wait)
 	}
-	return true
+}
+
+// reconfigure takes a new configuration and VIP list (a reload). While
+// active, a changed VIP list starts a new series at once so new VIPs
+// are announced, and a changed refresh period takes effect at once.
+func (a *Announcer) reconfigure(cfg AnnounceConfig, vips []VIP) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cfg = cfg.withDefaults()
+	refreshChanged := cfg.Refresh != a.cfg.Refresh
+	vipsChanged := !slices.Equal(vips, a.targets)
+	a.cfg = cfg
+	a.targets = slices.Clone(vips)
+	if !a.active {
+		return
+	}
+	if refreshChanged {
+		a.refreshGen++
+		if a.refreshTimer != nil {
+			a.refreshTimer.Stop()
+			a.refreshTimer = nil
+		}
+		if cfg.Refresh > 0 {
+			a.scheduleRefreshLocked()
+		}
+	}
+	if vipsChanged {
+		// A new series at once: the new VIPs have not been announced,
+		// so no locktime argues for waiting.
+		if a.roundTimer != nil {
+			a.roundTimer.Stop()
+			a.roundTimer = nil
+		}
+		a.roundGen++
+		a.left = 1 + a.cfg.Repeat
+		a.roundLocked()
+	}
 }
 
 // Stop cancels every pending round and closes the sockets. When it

@@ -262,3 +262,31 @@ func TestAnnounceConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestAnnounceReconfigure(t *testing.T) {
+	a, clock, rec := newTestAnnouncer(t, AnnounceConfig{Repeat: 1, Interval: time.Second}, vip4)
+	start := clock.Now()
+	a.Start()
+	clock.Advance(5 * time.Second) // series done: rounds at 0 and 1 s
+	// Same VIPs, refresh turned on: no new series, a refresh every 10 s.
+	a.reconfigure(AnnounceConfig{Repeat: 1, Interval: time.Second, Refresh: 10 * time.Second}, []VIP{vip4})
+	clock.Advance(11 * time.Second)
+	if got := offsets(rec.snapshot(), start, vip4.Prefix.Addr()); !equalDurations(got, ms(0, 1000, 15000)) {
+		t.Fatalf("rounds at %v, want 0, 1 s and a refresh 10 s after the reload at 5 s", got)
+	}
+	// A VIP added: a new series at once for both.
+	at := clock.Now()
+	a.reconfigure(AnnounceConfig{Repeat: 1, Interval: time.Second, Refresh: 10 * time.Second}, []VIP{vip4, vip6})
+	clock.Advance(1500 * time.Millisecond)
+	if got := offsets(rec.snapshot(), at, vip6.Prefix.Addr()); !equalDurations(got, ms(0, 1000)) {
+		t.Fatalf("new VIP announced at %v, want at once and 1 s later", got)
+	}
+	// Stopped: a reload changes settings but sends nothing.
+	a.Stop()
+	n := len(rec.snapshot())
+	a.reconfigure(AnnounceConfig{Repeat: 3}, []VIP{vip6})
+	clock.Advance(time.Hour)
+	if got := len(rec.snapshot()); got != n {
+		t.Fatalf("%d announces after a reload while stopped", got-n)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -146,6 +147,41 @@ func validateVIPs(vips []VIP) error {
 		seen[v.Prefix.Addr()] = true
 	}
 	return errors.Join(errs...)
+}
+
+// Reconfigure applies a reloaded configuration of the same instance
+// without a transition: while master, VIPs no longer listed (or changed)
+// are removed, new ones added and announced; announce settings and
+// notify commands apply from now on. Netns, Resync, Logger and Clock
+// cannot change. On a validation error nothing changes.
+func (c *Claimer) Reconfigure(ctx context.Context, cfg ClaimerConfig) error {
+	if cfg.Instance != c.cfg.Instance {
+		return fmt.Errorf("instance %s: reconfigure as %q", c.cfg.Instance, cfg.Instance)
+	}
+	if err := validateVIPs(cfg.VIPs); err != nil {
+		return fmt.Errorf("instance %s: %w", cfg.Instance, err)
+	}
+	if err := cfg.Announce.Validate(); err != nil {
+		return fmt.Errorf("instance %s: %w", cfg.Instance, err)
+	}
+	if _, err := checkNotify(cfg.Notify, cfg.NotifyTimeout); err != nil {
+		return fmt.Errorf("instance %s: %w", cfg.Instance, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.notifier.SetCommands(cfg.Notify, cfg.NotifyTimeout); err != nil {
+		return fmt.Errorf("instance %s: %w", cfg.Instance, err)
+	}
+	_, err := c.vips.replace(cfg.VIPs)
+	c.ann.reconfigure(cfg.Announce, cfg.VIPs)
+	c.cfg.VIPs, c.cfg.Announce, c.cfg.Notify, c.cfg.NotifyTimeout = slices.Clone(cfg.VIPs), cfg.Announce, cfg.Notify, cfg.NotifyTimeout
+	if err != nil {
+		return fmt.Errorf("instance %s: reconfigure: %w", cfg.Instance, err)
+	}
+	return nil
 }
 
 // RemoveStale removes this instance's VIPs wherever they are present, as

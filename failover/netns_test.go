@@ -470,3 +470,51 @@ func TestNetnsNAWhileLinkLocalTentative(t *testing.T) {
 	capt.mu.Unlock()
 	t.Logf("NA sent from %s while the link-local address was tentative", src)
 }
+
+func TestNetnsReconfigureWhileMaster(t *testing.T) {
+	testenv.NeedNetns(t)
+	ctx := context.Background()
+	lab := netlab.New(t)
+	vs1 := lab.AddHost("vs1", "10.99.0.1/24")
+	cfg := failover.ClaimerConfig{Instance: "www", VIPs: []failover.VIP{
+		mustVIP("10.99.0.100/24", "eth0", "eth0:100"),
+		mustVIP("10.99.0.101/24", "eth0", ""),
+		mustVIP("10.99.0.102/24", "eth0", ""),
+	}}
+	c := newClaimer(t, vs1, cfg)
+	if err := c.BecomeMaster(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sent := c.Status().Announce.Sent
+	// .100 stays, .101 goes, .102 changes label, .103 is new.
+	cfg.VIPs = []failover.VIP{
+		mustVIP("10.99.0.100/24", "eth0", "eth0:100"),
+		mustVIP("10.99.0.102/24", "eth0", "eth0:102"),
+		mustVIP("10.99.0.103/24", "eth0", ""),
+	}
+	cfg.Logger = testLog(t)
+	cfg.Netns = &vs1.NS
+	if err := c.Reconfigure(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	out := vs1.MustRun(t, "ip", "-o", "-4", "addr", "show", "dev", "eth0")
+	for _, want := range []string{"10.99.0.100/24 brd 10.99.0.255 scope global secondary eth0:100", "10.99.0.102/24 brd 10.99.0.255 scope global secondary eth0:102", "10.99.0.103/24"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("after reload, no %q in\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "10.99.0.101") {
+		t.Errorf("dropped VIP still there:\n%s", out)
+	}
+	if st := c.Status(); st.State != failover.StateInit || !st.Master || st.Announce.Sent <= sent {
+		t.Fatalf("status %+v: want still master, no transition, the new VIPs announced", st)
+	}
+	bad := cfg
+	bad.VIPs = append(bad.VIPs, mustVIP("10.99.0.104/24", "eth0", "eth1:x"))
+	if err := c.Reconfigure(ctx, bad); err == nil {
+		t.Fatal("bad label accepted")
+	}
+	if findAddr(t, vs1, "10.99.0.103") == nil {
+		t.Fatal("a rejected reload changed the addresses")
+	}
+}

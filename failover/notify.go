@@ -98,17 +98,11 @@ type Notifier struct {
 
 // NewNotifier checks cfg and starts the Notifier's worker.
 func NewNotifier(cfg NotifyConfig) (*Notifier, error) {
-	for i, c := range cfg.Commands {
-		if len(c.Argv) == 0 || c.Argv[0] == "" {
-			return nil, fmt.Errorf("notify command %d: empty", i+1)
-		}
+	var err error
+	if cfg.Timeout, err = checkNotify(cfg.Commands, cfg.Timeout); err != nil {
+		return nil, err
 	}
-	if cfg.Timeout < 0 {
-		return nil, fmt.Errorf("notify timeout %s: negative", cfg.Timeout)
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = DefaultNotifyTimeout
-	}
+	cfg.Commands = slices.Clone(cfg.Commands)
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = 64
 	}
@@ -119,6 +113,35 @@ func NewNotifier(cfg NotifyConfig) (*Notifier, error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	go n.work()
 	return n, nil
+}
+
+// checkNotify validates commands and fills in the default timeout.
+func checkNotify(cmds []NotifyCommand, timeout time.Duration) (time.Duration, error) {
+	for i, c := range cmds {
+		if len(c.Argv) == 0 || c.Argv[0] == "" {
+			return 0, fmt.Errorf("notify command %d: empty", i+1)
+		}
+	}
+	if timeout < 0 {
+		return 0, fmt.Errorf("notify timeout %s: negative", timeout)
+	}
+	if timeout == 0 {
+		timeout = DefaultNotifyTimeout
+	}
+	return timeout, nil
+}
+
+// SetCommands replaces the commands and their timeout (a reload); the
+// transitions already queued run with the new ones.
+func (n *Notifier) SetCommands(cmds []NotifyCommand, timeout time.Duration) error {
+	timeout, err := checkNotify(cmds, timeout)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.cfg.Commands, n.cfg.Timeout = slices.Clone(cmds), timeout
+	n.mu.Unlock()
+	return nil
 }
 
 // Notify queues t for the commands and returns at once. It reports false
@@ -197,18 +220,19 @@ func (n *Notifier) work() {
 		}
 		t := n.queue[0]
 		n.queue = n.queue[1:]
+		cmds, timeout := n.cfg.Commands, n.cfg.Timeout
 		n.mu.Unlock()
-		for _, c := range n.cfg.Commands {
+		for _, c := range cmds {
 			if len(c.States) == 0 || slices.Contains(c.States, t.To) {
-				n.run(c, t)
+				n.run(c, t, timeout)
 			}
 		}
 	}
 }
 
 // run runs one command for t and logs its output and outcome.
-func (n *Notifier) run(c NotifyCommand, t Transition) {
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.Timeout)
+func (n *Notifier) run(c NotifyCommand, t Transition, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(n.ctx, timeout)
 	defer cancel()
 	args := append(slices.Clone(c.Argv[1:]), t.Kind, t.Instance, string(t.To), strconv.Itoa(t.Priority))
 	cmd := exec.CommandContext(ctx, c.Argv[0], args...)
@@ -244,7 +268,7 @@ func (n *Notifier) run(c NotifyCommand, t Transition) {
 		return
 	}
 	if timedOut {
-		err = fmt.Errorf("killed after %s timeout: %w", n.cfg.Timeout, err)
+		err = fmt.Errorf("killed after %s timeout: %w", timeout, err)
 	}
 	err = fmt.Errorf("notify %s for %s %s: %w", c.Argv[0], t.Instance, t.To, err)
 	n.mu.Lock()

@@ -239,3 +239,27 @@ func TestNotifyMissingProgram(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+func TestNotifySetCommands(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	one := script(t, dir, "one", "echo one $3 >> "+out+"\n")
+	two := script(t, dir, "two", "echo two $3 >> "+out+"\n")
+	n, err := NewNotifier(NotifyConfig{Commands: []NotifyCommand{{Argv: []string{one}}}, Logger: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Notify(Transition{Instance: "a", To: StateMaster})
+	waitFor(t, "the first command", 10*time.Second, func() bool { b, _ := os.ReadFile(out); return len(b) > 0 })
+	if err := n.SetCommands([]NotifyCommand{{}}, 0); err == nil {
+		t.Fatal("empty command accepted")
+	}
+	if err := n.SetCommands([]NotifyCommand{{Argv: []string{two}}}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	n.Notify(Transition{Instance: "a", To: StateBackup})
+	closeNotifier(t, n)
+	if b, _ := os.ReadFile(out); string(b) != "one MASTER\ntwo BACKUP\n" {
+		t.Fatalf("ran %q", b)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 
@@ -110,7 +111,7 @@ type vipSet struct {
 }
 
 func newVIPSet(h *netlink.Handle, vips []VIP, log *slog.Logger) *vipSet {
-	return &vipSet{h: h, log: log, vips: vips, index: make([]int, len(vips)), errs: make([]error, len(vips))}
+	return &vipSet{h: h, log: log, vips: slices.Clone(vips), index: make([]int, len(vips)), errs: make([]error, len(vips))}
 }
 
 // claim marks the VIPs held and adds every one that is missing.
@@ -176,13 +177,18 @@ func (s *vipSet) release(why string) ([]VIP, error) {
 	for i := range s.errs {
 		s.errs[i] = nil
 	}
+	return s.removeLocked(s.vips, why)
+}
+
+// removeLocked deletes the addresses of vips wherever present.
+func (s *vipSet) removeLocked(vips []VIP, why string) ([]VIP, error) {
 	var (
 		removed []VIP
 		errs    []error
 	)
 	byIf := map[string][]VIP{}
 	var order []string
-	for _, v := range s.vips {
+	for _, v := range vips {
 		if _, ok := byIf[v.Interface]; !ok {
 			order = append(order, v.Interface)
 		}
@@ -225,6 +231,42 @@ func (s *vipSet) release(why string) ([]VIP, error) {
 		}
 	}
 	return removed, errors.Join(errs...)
+}
+
+// replace makes vips the set (a reload). While held, VIPs no longer
+// listed (or changed) are removed and new ones added; it returns whether
+// the set changed.
+func (s *vipSet) replace(vips []VIP) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if slices.Equal(s.vips, vips) {
+		return false, nil
+	}
+	var gone []VIP
+	for _, v := range s.vips {
+		if !slices.Contains(vips, v) {
+			gone = append(gone, v)
+		}
+	}
+	s.vips = slices.Clone(vips)
+	s.index = make([]int, len(vips))
+	s.errs = make([]error, len(vips))
+	if !s.held {
+		return true, nil
+	}
+	_, err := s.removeLocked(gone, "VIP removed from the instance")
+	errs := []error{err}
+	links := map[string]netlink.Link{}
+	for i, v := range s.vips {
+		added, err := s.addLocked(i, links)
+		if err != nil {
+			errs = append(errs, err)
+			s.log.Error("cannot add VIP", "vip", v.String(), "err", err)
+		} else if added {
+			s.log.Info("VIP added", "vip", v.String())
+		}
+	}
+	return true, errors.Join(errs...)
 }
 
 // list dumps the addresses of link, retrying an interrupted dump.
