@@ -1,0 +1,277 @@
+package vrrp
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"text/template"
+	osexec "os/exec"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/vigil-lb/vigil/internal/netlab"
+	"github.com/vigil-lb/vigil/internal/testenv"
+)
+
+// keepalived runs Debian's keepalived (VRRP only) in a lab host's namespace.
+type keepalived struct {
+	t    *testing.T
+	h    *netlab.Host
+	dir  string
+	conf string
+	out  *syncBuffer
+	pid  int
+	vip  netip.Addr
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type kaConf struct {
+	Version   int
+	Priority  int
+	Interval  string
+	VRID      int
+	VIP       string
+	Src       string
+	Peers     []string
+	AuthPass  string
+	NoPreempt bool
+}
+
+var kaTemplate = template.Must(template.New("ka").Parse(`global_defs {
+    router_id ka-test
+}
+vrrp_instance VI_1 {
+    state BACKUP
+    interface eth0
+    virtual_router_id {{.VRID}}
+    priority {{.Priority}}
+    advert_int {{.Interval}}
+    version {{.Version}}
+{{- if .NoPreempt}}
+    nopreempt
+{{- end}}
+{{- if .Peers}}
+    unicast_src_ip {{.Src}}
+    unicast_peer {
+{{- range .Peers}}
+        {{.}}
+{{- end}}
+    }
+{{- end}}
+{{- if .AuthPass}}
+    authentication {
+        auth_type PASS
+        auth_pass {{.AuthPass}}
+    }
+{{- end}}
+    virtual_ipaddress {
+        {{.VIP}}/32
+    }
+}
+`))
+
+func startKeepalived(t *testing.T, h *netlab.Host, c kaConf) *keepalived {
+	t.Helper()
+	dir := t.TempDir()
+	k := &keepalived{t: t, h: h, dir: dir, conf: filepath.Join(dir, "keepalived.conf"), out: &syncBuffer{}, vip: netip.MustParseAddr(c.VIP)}
+	var b bytes.Buffer
+	if err := kaTemplate.Execute(&b, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(k.conf, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k.start()
+	return k
+}
+
+func (k *keepalived) start() {
+	k.t.Helper()
+	// -R: the parent must not respawn a VRRP child we SIGKILL.
+	cmd := k.h.Command(context.Background(), "keepalived", "-P", "-n", "-l", "-D", "-R", "-G",
+		"-f", k.conf, "-p", filepath.Join(k.dir, "ka.pid"), "-r", filepath.Join(k.dir, "vrrp.pid"))
+	cmd.Stdout, cmd.Stderr = k.out, k.out
+	if err := cmd.Start(); err != nil {
+		k.t.Fatalf("start keepalived: %v", err)
+	}
+	k.pid = cmd.Process.Pid
+	go cmd.Wait()
+	k.t.Cleanup(k.kill)
+	k.t.Cleanup(func() {
+		if k.t.Failed() {
+			k.t.Logf("keepalived output:\n%s", k.out.String())
+		}
+	})
+}
+
+// kill SIGKILLs the VRRP child and then the parent: no priority-0 advert.
+func (k *keepalived) kill() {
+	if k.pid == 0 {
+		return
+	}
+	if b, err := os.ReadFile(filepath.Join(k.dir, "vrrp.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	syscall.Kill(k.pid, syscall.SIGKILL)
+	os.Remove(filepath.Join(k.dir, "vrrp.pid"))
+	os.Remove(filepath.Join(k.dir, "ka.pid"))
+	k.pid = 0
+}
+
+// master says whether keepalived holds the VIP, which it adds as MASTER
+// and removes as BACKUP.
+func (k *keepalived) master() bool {
+	hd := k.h.Handle()
+	defer hd.Close()
+	link, err := hd.LinkByName("eth0")
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	addrs, err := hd.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == k.vip {
+			return true
+		}
+	}
+	return false
+}
+
+func waitKA(t *testing.T, k *keepalived, master bool, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		if k.master() == master {
+			return time.Since(start)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("keepalived master=%v after %v, want %v", k.master(), within, master)
+	return 0
+}
+
+// TestNetnsKeepalived runs a vigil director against keepalived 2.2.7 on one
+// VRID: the higher priority is master whichever it is, and each takes over
+// when the other is killed.
+func TestNetnsKeepalived(t *testing.T) {
+	testenv.NeedNetns(t, "keepalived")
+	if out, err := osexec.Command("keepalived", "--version").CombinedOutput(); err == nil {
+		t.Logf("%s", strings.SplitN(string(out), "\n", 2)[0])
+	}
+	for _, tc := range []struct {
+		name    string
+		version int
+		iv      time.Duration
+		kaIv    string
+		unicast bool
+		pass    string
+	}{
+		{"v3-multicast", 3, 100 * time.Millisecond, "0.1", false, ""},
+		{"v3-unicast", 3, 100 * time.Millisecond, "0.1", true, ""},
+		{"v2-auth-pass", 2, time.Second, "1", false, "s3cret"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lab := netlab.New(t)
+			hv := lab.AddHost("vigil", "10.99.0.1/24")
+			hk := lab.AddHost("ka", "10.99.0.2/24")
+			vip := "10.99.0.100"
+			rc := RawConfig{Source: src(1)}
+			kc := kaConf{Version: tc.version, Priority: 100, Interval: tc.kaIv, VRID: 51, VIP: vip, AuthPass: tc.pass, Src: "10.99.0.2"}
+			if tc.unicast {
+				rc.Peers = []netip.Addr{src(2)}
+				kc.Peers = []string{"10.99.0.1"}
+			}
+			cfg := Config{Name: "www", VRID: 51, Version: tc.version, Priority: 200, Interval: tc.iv,
+				VIPs: []netip.Addr{netip.MustParseAddr(vip)}, AuthPass: tc.pass}
+			slack := 3 * time.Second
+
+			// 1. vigil 200, keepalived 100: vigil is master, keepalived backup.
+			k := startKeepalived(t, hk, kc)
+			v := startDirector(t, hv, cfg, rc)
+			waitState(t, v, Master, mdi(200, tc.iv)+slack)
+			time.Sleep(5 * tc.iv)
+			if k.master() {
+				t.Fatal("keepalived (100) holds the VIP while vigil (200) is master")
+			}
+			if st := v.in.Status(); st.State != Master || st.Counters.Transitions != 2 {
+				t.Fatalf("vigil status %+v", st)
+			}
+
+			// 2. vigil killed: keepalived takes over after its Master_Down_Interval.
+			start := time.Now()
+			v.kill()
+			waitKA(t, k, true, mdi(100, tc.iv)+slack)
+			t.Logf("keepalived took over %v after vigil was killed (Master_Down_Interval %v)", time.Since(start), mdi(100, tc.iv))
+
+			// 3. vigil comes back with priority 50: it stays backup behind keepalived.
+			v.cfg.Priority = 50
+			v.start()
+			waitState(t, v, Backup, time.Second)
+			time.Sleep(mdi(50, tc.iv) + 2*tc.iv)
+			if s := v.state(); s != Backup {
+				t.Fatalf("vigil (50) is %v while keepalived (100) is master", s)
+			}
+			st := v.in.Status()
+			if st.MasterAddr != src(2) || st.MasterPriority != 100 {
+				t.Fatalf("vigil sees master %v priority %d, want keepalived at 10.99.0.2 priority 100", st.MasterAddr, st.MasterPriority)
+			}
+			if len(st.Counters.Dropped) != 0 {
+				t.Fatalf("vigil dropped keepalived's adverts: %v", st.Counters.Dropped)
+			}
+
+			// 4. keepalived killed: vigil takes over.
+			start = time.Now()
+			k.kill()
+			waitState(t, v, Master, mdi(50, tc.iv)+slack)
+			t.Logf("vigil took over %v after keepalived was killed (Master_Down_Interval %v)", time.Since(start), mdi(50, tc.iv))
+
+			// 5. keepalived comes back with a higher priority than vigil and
+			// preempts it: vigil steps down on keepalived's advert.
+			hk.MustRun(t, "ip", "addr", "flush", "dev", "eth0", "to", vip+"/32")
+			kc.Priority = 150
+			k2 := startKeepalived(t, hk, kc)
+			waitKA(t, k2, true, mdi(150, tc.iv)+slack)
+			waitState(t, v, Backup, slack)
+
+			// keepalived never complained about our packets.
+			for _, kk := range []*keepalived{k, k2} {
+				for _, l := range strings.Split(kk.out.String(), "\n") {
+					if strings.Contains(strings.ToLower(l), "invalid") || strings.Contains(l, "mismatch") || strings.Contains(l, "bogus") {
+						t.Errorf("keepalived: %s", l)
+					}
+				}
+			}
+			if testing.Verbose() {
+				t.Logf("keepalived output:\n%s", k.out.String())
+			}
+		})
+	}
+}
