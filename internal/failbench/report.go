@@ -1,0 +1,205 @@
+package failbench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config is a whole benchmark.
+type Config struct {
+	RigConfig
+	Impls           []Impl
+	Adverts         []time.Duration // failover cases
+	Kinds           []string        // Crash, Stop
+	Runs            int             // per case
+	ResourceAdverts []time.Duration // usage windows; none: skip
+	ResourceWindow  time.Duration
+	StabilityAdvert time.Duration
+	Stability       time.Duration // 0: no stability run
+	Spinners        int           // busy processes during the stability run
+}
+
+// Report is everything a benchmark measured.
+type Report struct {
+	Started   time.Time
+	Versions  map[string]string
+	Cases     []Case
+	Usage     []Usage
+	Stability []Stability
+}
+
+// Bench runs every case of cfg in order and returns what it measured. A
+// case that cannot run carries its error; the others still run.
+func Bench(ctx context.Context, cfg Config) *Report {
+	rep := &Report{Started: time.Now(), Versions: map[string]string{}}
+	for _, adv := range cfg.Adverts {
+		for _, kind := range cfg.Kinds {
+			for _, impl := range cfg.Impls {
+				if ctx.Err() != nil {
+					return rep
+				}
+				cfg.Log.Info("case", "impl", impl.Name(), "advert", adv, "kind", kind, "runs", cfg.Runs)
+				rep.Cases = append(rep.Cases, runCase(ctx, cfg, impl, adv, kind))
+			}
+		}
+	}
+	for _, adv := range cfg.ResourceAdverts {
+		for _, impl := range cfg.Impls {
+			if ctx.Err() != nil {
+				return rep
+			}
+			cfg.Log.Info("usage", "impl", impl.Name(), "advert", adv, "window", cfg.ResourceWindow)
+			rep.Usage = append(rep.Usage, measureUsage(ctx, cfg, impl, adv)...)
+		}
+	}
+	if cfg.Stability > 0 {
+		for _, impl := range cfg.Impls {
+			if ctx.Err() != nil {
+				return rep
+			}
+			cfg.Log.Info("stability", "impl", impl.Name(), "advert", cfg.StabilityAdvert, "duration", cfg.Stability)
+			rep.Stability = append(rep.Stability, measureStability(ctx, cfg, impl))
+		}
+	}
+	return rep
+}
+
+// Summary is min/median/max of a set of durations.
+type Summary struct {
+	N                int
+	Min, Median, Max time.Duration
+}
+
+// Summarize computes a Summary (median of an even count: mean of the two
+// middle values).
+func Summarize(ds []time.Duration) Summary {
+	if len(ds) == 0 {
+		return Summary{}
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return Summary{N: len(s), Min: s[0], Median: med, Max: s[len(s)-1]}
+}
+
+func (s Summary) String() string {
+	if s.N == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%s / %s / %s", ms(s.Min), ms(s.Median), ms(s.Max))
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
+
+func pick(runs []Run, f func(Run) time.Duration) []time.Duration {
+	var out []time.Duration
+	for _, r := range runs {
+		out = append(out, f(r))
+	}
+	return out
+}
+
+// Print writes the tables.
+func (rep *Report) Print(w io.Writer) {
+	if len(rep.Cases) > 0 {
+		fmt.Fprintf(w, "\nFailover as the client sees it (ms, min / median / max; probes every 5 ms over TCP)\n")
+		fmt.Fprintf(w, "%-10s %-6s %-11s %3s  %-24s %-24s %-22s %7s  %s\n",
+			"advert", "kind", "impl", "n", "failure->answer", "last advert->answer", "advert->new advert", "RFC", "preempt: failed probes")
+		for _, c := range rep.Cases {
+			good := c.Good()
+			out := Summarize(pick(good, func(r Run) time.Duration { return r.Outage }))
+			last := Summarize(pick(good, func(r Run) time.Duration { return r.LastAdvert }))
+			tk := Summarize(pick(good, func(r Run) time.Duration { return r.Takeover }))
+			pf, pfRuns, left := 0, 0, 0
+			for _, r := range good {
+				pf += r.PreemptFailed
+				if r.PreemptFailed > 0 {
+					pfRuns++
+				}
+				if r.VIPLeft {
+					left++
+				}
+			}
+			note := fmt.Sprintf("%d in %d of %d runs", pf, pfRuns, len(good))
+			if left > 0 {
+				note += fmt.Sprintf("; VIP left on stopped master %d times", left)
+			}
+			if bad := len(c.Runs) - len(good); bad > 0 {
+				note += fmt.Sprintf("; %d runs failed", bad)
+			}
+			if c.Err != "" {
+				note += "; ERROR: " + c.Err
+			}
+			fmt.Fprintf(w, "%-10s %-6s %-11s %3d  %-24s %-24s %-22s %7s  %s\n",
+				c.Advert, c.Kind, c.Impl, len(good), out, last, tk, ms(c.RFC), note)
+		}
+		rep.printRatios(w)
+	}
+	if len(rep.Usage) > 0 {
+		fmt.Fprintf(w, "\nDaemon cost (CPU over the window; RSS: largest sum over the daemon's processes)\n")
+		fmt.Fprintf(w, "%-10s %-11s %-7s %8s %10s %9s %9s %5s\n", "advert", "impl", "role", "window", "CPU ms", "CPU %", "RSS MB", "procs")
+		for _, u := range rep.Usage {
+			line := fmt.Sprintf("%-10s %-11s %-7s %8s %10s %9.3f %9.1f %5d", u.Advert, u.Impl, u.Role, u.Window.Round(time.Second), ms(u.CPU), u.CPUPercent, float64(u.RSSKB)/1024, u.Procs)
+			if u.Err != "" {
+				line += "  ERROR: " + u.Err
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+	if len(rep.Stability) > 0 {
+		fmt.Fprintf(w, "\nStability (both cores kept busy): spurious transitions = episodes of backup adverts or backup answers while the master lives\n")
+		fmt.Fprintf(w, "%-10s %-11s %9s %8s %11s %14s %14s %13s %13s\n", "advert", "impl", "duration", "spinners", "spurious", "backup adverts", "backup answers", "failed probes", "max adv gap")
+		for _, s := range rep.Stability {
+			line := fmt.Sprintf("%-10s %-11s %9s %8d %11d %14d %14d %7d/%-6d %10s ms", s.Advert, s.Impl, s.Duration, s.Spinners, s.Transitions, s.BackupAdverts, s.BackupAnswers, s.FailedProbes, s.Probes, ms(s.MaxAdvertGap))
+			if s.Err != "" {
+				line += "  ERROR: " + s.Err
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+}
+
+// printRatios prints, per advert and kind, each implementation's median
+// over keepalived's.
+func (rep *Report) printRatios(w io.Writer) {
+	type key struct {
+		adv  time.Duration
+		kind string
+	}
+	ref := map[key]Case{}
+	for _, c := range rep.Cases {
+		if c.Impl == "keepalived" {
+			ref[key{c.Advert, c.Kind}] = c
+		}
+	}
+	var lines []string
+	for _, c := range rep.Cases {
+		if c.Impl == "keepalived" {
+			continue
+		}
+		k, ok := ref[key{c.Advert, c.Kind}]
+		if !ok {
+			continue
+		}
+		a := Summarize(pick(c.Good(), func(r Run) time.Duration { return r.LastAdvert }))
+		b := Summarize(pick(k.Good(), func(r Run) time.Duration { return r.LastAdvert }))
+		ao := Summarize(pick(c.Good(), func(r Run) time.Duration { return r.Outage }))
+		bo := Summarize(pick(k.Good(), func(r Run) time.Duration { return r.Outage }))
+		if a.N == 0 || b.N == 0 {
+			lines = append(lines, fmt.Sprintf("%-10s %-6s %s/keepalived: no data", c.Advert, c.Kind, c.Impl))
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("%-10s %-6s %s/keepalived median: last advert->answer %.2f, failure->answer %.2f; %s minus RFC %+.1f ms",
+			c.Advert, c.Kind, c.Impl, float64(a.Median)/float64(b.Median), float64(ao.Median)/float64(bo.Median), c.Impl, float64(a.Median-c.RFC)/float64(time.Millisecond)))
+	}
+	if len(lines) > 0 {
+		fmt.Fprintf(w, "\n%s\n", strings.Join(lines, "\n"))
+	}
+}

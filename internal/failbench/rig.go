@@ -1,0 +1,383 @@
+package failbench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/netlab"
+	"github.com/vishvananda/netlink"
+)
+
+// Lab addresses: only inside the namespaces this package creates.
+const (
+	clientAddr = "10.99.0.10/24"
+	vipAddr    = "10.99.0.100/24"
+	vipIP      = "10.99.0.100"
+	vrid       = 51
+)
+
+// store holds what the client agent reported, in arrival order.
+type store struct {
+	mu      sync.Mutex
+	probes  []Event
+	adverts []Event
+	arps    []Event
+	bad     int
+}
+
+func (s *store) add(e Event) {
+	s.mu.Lock()
+	switch e.Kind {
+	case 'A':
+		s.adverts = append(s.adverts, e)
+	case 'G':
+		s.arps = append(s.arps, e)
+	default:
+		s.probes = append(s.probes, e)
+	}
+	s.mu.Unlock()
+}
+
+// view calls f with the events under the lock.
+func (s *store) view(f func(probes, adverts []Event)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s.probes, s.adverts)
+}
+
+// arpView calls f with the ARP events under the lock.
+func (s *store) arpView(f func(arps []Event)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s.arps)
+}
+
+// trim drops events that ended before t, to bound memory on long runs.
+func (s *store) trim(t int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := 0
+	for i < len(s.probes) && s.probes[i].End < t {
+		i++
+	}
+	s.probes = append([]Event(nil), s.probes[i:]...)
+	j := 0
+	for j < len(s.adverts) && s.adverts[j].End < t {
+		j++
+	}
+	s.adverts = append([]Event(nil), s.adverts[j:]...)
+	k := 0
+	for k < len(s.arps) && s.arps[k].End < t {
+		k++
+	}
+	s.arps = append([]Event(nil), s.arps[k:]...)
+}
+
+// rig is one lab with responders, the client agent and a daemon per
+// director of one site.
+type rig struct {
+	log    *slog.Logger
+	self   string // this binary, re-executed for serve and agent modes
+	dir    string
+	sc     *scope
+	lab    *netlab.Lab
+	client *netlab.Host
+	hosts  map[string]*netlab.Host // by director name
+	ports  map[string]*port
+	site   Site
+	impl   Impl
+	ev     *store
+	agent  *process
+	procs  []*process // responders
+	daemon map[string]*process
+	runs   map[string]int // daemon starts per director, for log names
+	cfg    RigConfig
+	traces int
+}
+
+// RigConfig is what a rig needs besides the implementation and advert.
+type RigConfig struct {
+	Self    string        // path of the failbench binary
+	WorkDir string        // where configs and logs go (one subdir per rig)
+	Port    int           // responder port
+	Every   time.Duration // probe spacing
+	Timeout time.Duration // probe timeout
+	Version int           // VRRP version
+	Log     *slog.Logger
+}
+
+func directors() []Director {
+	return []Director{
+		{Name: "vs1", Address: "10.99.0.1", Priority: 150},
+		{Name: "vs2", Address: "10.99.0.2", Priority: 100},
+	}
+}
+
+// newRig builds the lab and starts responders and the agent (no daemons).
+func newRig(ctx context.Context, cfg RigConfig, impl Impl, advert time.Duration, label string) (r *rig, err error) {
+	r = &rig{cfg: cfg, log: cfg.Log, self: cfg.Self, sc: newScope(cfg.Log), impl: impl, ev: &store{},
+		hosts: map[string]*netlab.Host{}, ports: map[string]*port{}, daemon: map[string]*process{}, runs: map[string]int{}}
+	r.site = Site{VRID: vrid, Advert: advert, Version: cfg.Version, VIP: vipAddr, Iface: "eth0", Directors: directors()}
+	defer func() {
+		if err != nil {
+			r.close()
+			r = nil
+		}
+	}()
+	r.dir = filepath.Join(cfg.WorkDir, label)
+	if err := os.MkdirAll(r.dir, 0o755); err != nil {
+		return r, fmt.Errorf("rig dir: %w", err)
+	}
+	err = guard(func() error {
+		r.lab = netlab.New(r.sc)
+		r.client = r.lab.AddHost("client", clientAddr)
+		for _, d := range r.site.Directors {
+			h := r.lab.AddHost(d.Name, d.Address+"/24")
+			r.hosts[d.Name] = h
+			p, err := bridgePort(r.lab, h)
+			if err != nil {
+				return err
+			}
+			r.ports[d.Name] = p
+		}
+		return nil
+	})
+	if err != nil {
+		return r, fmt.Errorf("build lab: %w", err)
+	}
+	for _, d := range r.site.Directors {
+		p, err := startProcess(ctx, "responder "+d.Name, r.hosts[d.Name].Netns,
+			[]string{r.self, "serve", "-name", d.Name, "-port", strconv.Itoa(cfg.Port)},
+			filepath.Join(r.dir, "responder-"+d.Name+".log"))
+		if err != nil {
+			return r, err
+		}
+		r.procs = append(r.procs, p)
+	}
+	// The agent's stdout is the event stream.
+	args := []string{"netns", "exec", r.client.Netns, r.self, "agent",
+		"-vip", vipIP, "-port", strconv.Itoa(cfg.Port), "-every", cfg.Every.String(), "-timeout", cfg.Timeout.String(), "-iface", "eth0"}
+	cmd := exec.Command("ip", args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return r, fmt.Errorf("agent pipe: %w", err)
+	}
+	alog, err := os.Create(filepath.Join(r.dir, "agent.log"))
+	if err != nil {
+		return r, fmt.Errorf("agent log: %w", err)
+	}
+	cmd.Stderr = alog
+	if err := cmd.Start(); err != nil {
+		alog.Close()
+		return r, fmt.Errorf("start client agent: %w", err)
+	}
+	r.agent = &process{name: "agent", cmd: cmd, done: make(chan struct{}), logf: alog}
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		r.readEvents(stdout)
+	}()
+	go func() {
+		<-readDone
+		r.agent.err = cmd.Wait()
+		alog.Close()
+		close(r.agent.done)
+	}()
+	// The responders must answer on their own addresses before we go on.
+	for _, d := range r.site.Directors {
+		if err := r.waitResponder(ctx, d); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
+
+func (r *rig) readEvents(rd io.Reader) {
+	sc := bufio.NewScanner(rd)
+	for sc.Scan() {
+		e, err := ParseEvent(sc.Text())
+		if err != nil {
+			r.ev.mu.Lock()
+			r.ev.bad++
+			r.ev.mu.Unlock()
+			continue
+		}
+		r.ev.add(e)
+	}
+}
+
+// waitResponder checks from the client namespace that d's responder
+// answers on d's own address.
+func (r *rig) waitResponder(ctx context.Context, d Director) error {
+	deadline := time.Now().Add(10 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		var got string
+		last = r.client.Do(func() error {
+			c, err := net.DialTimeout("tcp4", net.JoinHostPort(d.Address, strconv.Itoa(r.port())), 500*time.Millisecond)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			b, err := io.ReadAll(c)
+			got = strings.TrimSpace(string(b))
+			return err
+		})
+		if last == nil && got == d.Name {
+			return nil
+		}
+		if last == nil {
+			last = fmt.Errorf("answered %q", got)
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("responder on %s does not answer: %w", d.Name, last)
+}
+
+func (r *rig) port() int { return r.cfg.Port }
+
+// startDaemon starts the implementation on director name.
+func (r *rig) startDaemon(ctx context.Context, name string) error {
+	d, ok := r.director(name)
+	if !ok {
+		return fmt.Errorf("no director %s", name)
+	}
+	r.runs[name]++
+	dir := filepath.Join(r.dir, fmt.Sprintf("%s-%s-%d", r.impl.Name(), name, r.runs[name]))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("daemon dir: %w", err)
+	}
+	argv, err := r.impl.Prepare(r.site, d, dir)
+	if err != nil {
+		return err
+	}
+	p, err := startProcess(ctx, r.impl.Name()+" "+name, r.hosts[name].Netns, argv, filepath.Join(dir, "daemon.log"))
+	if err != nil {
+		return err
+	}
+	r.daemon[name] = p
+	return nil
+}
+
+func (r *rig) director(name string) (Director, bool) {
+	for _, d := range r.site.Directors {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return Director{}, false
+}
+
+func (r *rig) addrOf(name string) string {
+	d, _ := r.director(name)
+	return d.Address
+}
+
+// dropVIP removes the VIP from name's eth0, as a reboot would.
+func (r *rig) dropVIP(name string) error {
+	var err error
+	gerr := guard(func() error {
+		h := r.hosts[name].Handle()
+		defer h.Close()
+		l, lerr := h.LinkByName("eth0")
+		if lerr != nil {
+			return lerr
+		}
+		a, perr := netlink.ParseAddr(vipAddr)
+		if perr != nil {
+			return perr
+		}
+		if derr := h.AddrDel(l, a); derr != nil && derr != syscall.EADDRNOTAVAIL {
+			err = fmt.Errorf("remove VIP from %s: %w", name, derr)
+		}
+		return nil
+	})
+	if gerr != nil {
+		return gerr
+	}
+	return err
+}
+
+// hasVIP reports whether name holds the VIP.
+func (r *rig) hasVIP(name string) bool {
+	found := false
+	_ = guard(func() error {
+		h := r.hosts[name].Handle()
+		defer h.Close()
+		l, err := h.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			if a.IP.String() == vipIP {
+				found = true
+			}
+		}
+		return nil
+	})
+	return found
+}
+
+func (r *rig) close() {
+	for _, p := range r.daemon {
+		p.stop(3 * time.Second)
+	}
+	for _, p := range r.procs {
+		p.stop(time.Second)
+	}
+	if r.agent != nil {
+		r.agent.stop(time.Second)
+	}
+	for _, p := range r.ports {
+		p.close()
+	}
+	r.sc.close()
+}
+
+// daemonLogTail is the end of name's current daemon log, for errors.
+func (r *rig) daemonLogTail(name string) string {
+	p := r.daemon[name]
+	if p == nil || p.logf == nil {
+		return ""
+	}
+	b, err := os.ReadFile(p.logf.Name())
+	if err != nil {
+		return ""
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) > 1500 {
+		s = "..." + s[len(s)-1500:]
+	}
+	return s
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
