@@ -149,6 +149,12 @@ func (v *validator) resolve() {
 				vs.Name = vs.Address.String()
 			}
 		}
+		switch {
+		case vs.Address.IsValid() && vs.Address.Addr().Is6():
+			vs.Family = "ipv6"
+		case vs.Address.IsValid() || vs.Family == "":
+			vs.Family = "ipv4"
+		}
 		if vs.SorryServer.IsValid() && vs.SorryServer.Port() == 0 {
 			vs.SorryServer = netip.AddrPortFrom(vs.SorryServer.Addr(), vs.Address.Port())
 		}
@@ -635,7 +641,7 @@ func (v *validator) virtualServers() {
 		if v.has(p.child("family")) && !hasMark {
 			v.keyErr(p.child("family"), "remove family: the address says it", "family applies only to fwmark virtual servers")
 		}
-		v.enum(p.child("family"), orDefault(vs.Family, "ipv4"), []string{"ipv4", "ipv6"})
+		v.enum(p.child("family"), vs.Family, []string{"ipv4", "ipv6"})
 		if hasMark && v.has(p.child("protocol")) {
 			v.keyErr(p.child("protocol"), "remove protocol: the firewall mark selects the packets", "protocol does not apply to fwmark virtual servers")
 		}
@@ -657,7 +663,7 @@ func (v *validator) virtualServers() {
 		}
 		key := ""
 		if vs.Fwmark != 0 {
-			key = fmt.Sprintf("fwmark %d %s", vs.Fwmark, orDefault(vs.Family, "ipv4"))
+			key = fmt.Sprintf("fwmark %d %s", vs.Fwmark, vs.Family)
 		} else if vs.Address.IsValid() {
 			key = vs.Protocol + " " + vs.Address.String()
 		}
@@ -689,13 +695,6 @@ func (v *validator) virtualServers() {
 		}
 		v.realServers(p, vs, v6)
 	}
-}
-
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
-	}
-	return s
 }
 
 // netmask returns the persistence granularity as a prefix length.
@@ -751,6 +750,12 @@ func (v *validator) realServers(p path, vs *VirtualServer, v6 bool) {
 		}
 		if m, ok := v.rawAtMap(rp.child("check")); ok {
 			v.check(rp.child("check"), rs.Check, m)
+		}
+		// a fwmark service's real server without a port takes the client's
+		// port, so a connecting check has no port to connect to.
+		if rs.Address.IsValid() && rs.Address.Port() == 0 && rs.Check.Port == 0 && rs.Check.Type != "exec" && rs.Check.Type != "none" {
+			v.valErr(rp.child("address"), "give the real server a port, or the check a port (check = { port = 80 })",
+				"real server %s has no port for its %s check", rs.Address.Addr(), rs.Check.Type)
 		}
 	}
 }
