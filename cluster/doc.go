@@ -1,0 +1,31 @@
+// Package cluster owns the cluster channel: an encrypted hashicorp/memberlist
+// group made of the directors of one site.
+//
+// The channel gives each director three things:
+//
+//   - Membership: which directors of the site are alive, with crash
+//     detection tuned for a pair (about one to two seconds, see Timings)
+//     and a periodic re-join of configured directors that are missing, so a
+//     pair finds itself again after any partition.
+//   - Messaging: named topics carried as memberlist UDP messages
+//     (Broadcast/Handle). The election uses one topic when an instance has
+//     transport = "gossip" (see Channel.Messenger), so adverts still flow
+//     where IP protocol 112 or multicast is dropped.
+//   - Shared state: every director publishes a State (config digest,
+//     per-instance election state, health view). The channel reports
+//     config drift between directors and two directors claiming master for
+//     one instance longer than one advert interval (Event, Drift, Peers).
+//
+// Security: every packet and stream is sealed with AES-GCM under a key read
+// from a key file (16, 24 or 32 raw bytes, or a passphrase hashed with
+// SHA-256), with memberlist's GossipVerifyIncoming/Outgoing on, and carries a
+// cluster label derived from the site name that is also authenticated, so
+// two sites on one network never merge. Packets that fail authentication or
+// carry another site's label are dropped by memberlist before they reach
+// this package; the channel counts them from memberlist's log lines (Stats).
+// Running without a key needs Config.Insecure and logs a warning at every
+// start.
+//
+// The package does not import the site configuration: the wiring package
+// converts the site file into a Config.
+package cluster
