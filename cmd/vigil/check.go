@@ -54,6 +54,7 @@ func runCheck(args []string, stdout, stderr io.Writer, hostname func() (string, 
 	}
 
 	var dirs []*config.Director
+	all := false // no --node and no director named like this host
 	switch {
 	case *node != "":
 		d, err := site.Director(*node)
@@ -72,14 +73,14 @@ func runCheck(args []string, stdout, stderr io.Writer, hostname func() (string, 
 			}
 		}
 		if dirs == nil {
-			fmt.Fprintln(stdout, "(no director is named like this host; showing every director, choose one with --node)")
+			all = true
 			for i := range site.Directors {
 				dirs = append(dirs, &site.Directors[i])
 			}
 		}
 	}
 	if !*quiet {
-		writeSite(stdout, site, dirs)
+		writeSite(stdout, site, dirs, all)
 	}
 	return 0
 }
@@ -92,8 +93,11 @@ func plural(n int, one, many string) string {
 }
 
 // writeSite prints what the site means for each of dirs.
-func writeSite(w io.Writer, s *config.Site, dirs []*config.Director) {
+func writeSite(w io.Writer, s *config.Site, dirs []*config.Director, all bool) {
 	fmt.Fprintf(w, "site %s: %s is valid (digest %s)\n", s.Settings.Name, s.File, s.Digest()[:16])
+	if all {
+		fmt.Fprintln(w, "no director is named like this host: showing every director (choose one with --node)")
+	}
 	for _, d := range dirs {
 		fmt.Fprintf(w, "\ndirector %s  address %s  interface %s  priority %d\n", d.Name, d.Address, d.Interface, d.Priority)
 		fmt.Fprintf(w, "  cluster channel %s port %d, %s\n", s.ClusterBindAddress(d), s.Cluster.Port, clusterSecurity(s))
@@ -255,7 +259,15 @@ func writeVirtualServer(w io.Writer, s *config.Site, vs *config.VirtualServer) {
 	}
 	fmt.Fprintf(w, "  %s\n", strings.Join(extras, ", "))
 	for _, rs := range vs.RealServers {
-		line := fmt.Sprintf("  real server %s  %s  weight %d", rs.Name, rs.Address, rs.Weight)
+		addr := rs.Address.String()
+		if rs.Address.Port() == 0 {
+			addr = rs.Address.Addr().String() + " (client's port)"
+		}
+		line := "  real server " + addr
+		if rs.Name != rs.Address.String() {
+			line = "  real server " + rs.Name + "  " + addr
+		}
+		line += fmt.Sprintf("  weight %d", rs.Weight)
 		if rs.Forwarding != vs.Forwarding {
 			line += "  forwarding " + rs.Forwarding
 		}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func hostnameIs(name string) func() (string, error) {
+	return func() (string, error) { return name, nil }
+}
+
+func noHostname() (string, error) { return "", errors.New("no hostname") }
+
+func check(t *testing.T, host func() (string, error), args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := runCheck(args, &out, &errb, host)
+	return code, out.String(), errb.String()
+}
+
+func TestCheckExamples(t *testing.T) {
+	files, _ := filepath.Glob("../../examples/*.toml")
+	if len(files) < 4 {
+		t.Fatalf("found %d examples, want at least 4", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			code, out, errs := check(t, noHostname, "-c", f)
+			if code != 0 {
+				t.Fatalf("exit %d, stderr:\n%s", code, errs)
+			}
+			for _, want := range []string{"is valid (digest ", "failover time", "Master_Down_Interval", "role master", "role backup", "virtual server", "real server", "check "} {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
+
+func TestCheckFiveMistakes(t *testing.T) {
+	code, _, errs := check(t, noHostname, "-c", "../../config/testdata/five-mistakes.toml")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, errs)
+	}
+	lines := strings.Split(strings.TrimSpace(errs), "\n")
+	pos := regexp.MustCompile(`^\.\./\.\./config/testdata/five-mistakes\.toml:\d+:\d+: `)
+	n := 0
+	for _, l := range lines {
+		if pos.MatchString(l) {
+			n++
+		}
+	}
+	if n != 5 || !strings.HasSuffix(errs, "5 errors\n") {
+		t.Errorf("want 5 positioned errors and a count, got:\n%s", errs)
+	}
+}
+
+func TestCheckNodes(t *testing.T) {
+	const site = "../../examples/www-telnet.toml"
+	cases := []struct {
+		name       string
+		host       func() (string, error)
+		args       []string
+		code       int
+		want, deny []string
+	}{
+		{"node backup", noHostname, []string{"--node", "vs2"}, 0,
+			[]string{"director vs2", "role backup, priority 100 (master: vs1 with 150)", "failover time if vs1 fails: 3.609s (vs2 takes over)"}, []string{"director vs1", "every director"}},
+		{"node master", noHostname, []string{"-node", "vs1"}, 0,
+			[]string{"director vs1", "role master, priority 150", "Master_Down_Interval here 3.414s"}, []string{"director vs2"}},
+		{"hostname picks director", hostnameIs("vs2.example.com"), nil, 0,
+			[]string{"director vs2"}, []string{"director vs1", "every director"}},
+		{"unknown hostname shows all", hostnameIs("laptop"), nil, 0,
+			[]string{"director vs1", "director vs2", "every director"}, nil},
+		{"unknown node", noHostname, []string{"--node", "vs3"}, 1, nil, nil},
+		{"quiet", noHostname, []string{"-q"}, 0, nil, []string{"director"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, errs := check(t, c.host, append([]string{"-c", site}, c.args...)...)
+			if code != c.code {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", code, c.code, errs)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			for _, d := range c.deny {
+				if strings.Contains(out, d) {
+					t.Errorf("output has %q:\n%s", d, out)
+				}
+			}
+			if c.code == 1 && !strings.Contains(errs, `no director named "vs3"`) {
+				t.Errorf("stderr = %q", errs)
+			}
+		})
+	}
+}
+
+func TestCheckUnreadable(t *testing.T) {
+	code, _, errs := check(t, noHostname, "-c", filepath.Join(t.TempDir(), "nope.toml"))
+	if code != 2 || !strings.Contains(errs, "no such file") {
+		t.Errorf("exit %d, stderr %q; want 2 and the reason", code, errs)
+	}
+	if code, _, _ := check(t, noHostname, "-c", "../../examples/www-telnet.toml", "extra"); code != 2 {
+		t.Errorf("stray argument: exit %d, want 2", code)
+	}
+}
+
+func TestCheckRegistered(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := realMain([]string{"check", "-q", "-c", "../../examples/www-telnet.toml"}, &out, &errb); code != 0 {
+		t.Fatalf("vigil check: exit %d: %s", code, errb.String())
+	}
+}
