@@ -97,7 +97,7 @@ type sender interface {
 	// announce sends one round for addr on ifname and says how many
 	// packets went out.
 	announce(ifname string, addr netip.Addr, router bool) (int, error)
-	// close releases the sockets; the next announce reopens them.
+	// close releases the sockets; a later announce reopens them.
 	close()
 }
 
@@ -244,8 +244,9 @@ func (a *Announcer) reconfigure(cfg AnnounceConfig, vips []VIP) {
 	}
 }
 
-// Stop cancels every pending round and closes the sockets. When it
-// returns no round is running and none will run until Start.
+// Stop cancels every pending round. When it returns no round is running
+// and none will run until Start. The sockets stay open for the next
+// Start; Close releases them.
 func (a *Announcer) Stop() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -263,6 +264,13 @@ func (a *Announcer) Stop() {
 		}
 	}
 	a.roundTimer, a.refreshTimer = nil, nil
+}
+
+// Close stops the Announcer and closes its sockets.
+func (a *Announcer) Close() {
+	a.Stop()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.send.close()
 }
 

@@ -112,8 +112,8 @@ func TestAnnounceStopCancelsPending(t *testing.T) {
 	if got := len(rec.snapshot()); got != 2 {
 		t.Fatalf("%d rounds sent, want 2: nothing after Stop", got)
 	}
-	if rec.closes != 1 {
-		t.Fatalf("sockets closed %d times, want 1", rec.closes)
+	if rec.closes != 0 {
+		t.Fatalf("sockets closed %d times by Stop, want them kept for the next Start", rec.closes)
 	}
 	st := a.Stats()
 	if st.Active {
@@ -136,6 +136,14 @@ func TestAnnounceStopCancelsPending(t *testing.T) {
 	}
 	if st := a.Stats(); !st.FirstSent.Equal(restart) || st.Rounds != 9 {
 		t.Fatalf("stats after restart %+v", st)
+	}
+	a.Close()
+	if rec.closes != 1 || a.Stats().Active {
+		t.Fatalf("Close: sockets closed %d times, active %v", rec.closes, a.Stats().Active)
+	}
+	clock.Advance(time.Hour)
+	if got := len(rec.snapshot()); got != 9 {
+		t.Fatalf("%d rounds after Close, want 9", got)
 	}
 }
 

@@ -290,7 +290,7 @@ func (c *Claimer) Status() ClaimStatus {
 func (c *Claimer) Close(ctx context.Context) error {
 	c.stop()
 	c.watching.Wait()
-	c.ann.Stop()
+	c.ann.Close()
 	err := c.notifier.Close(ctx)
 	c.h.Close()
 	return err

@@ -25,7 +25,7 @@ import (
 	"github.com/vigil-lb/vigil/internal/testenv"
 )
 
-func testLog(t *testing.T) *slog.Logger {
+func testLog(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 	}
@@ -33,7 +33,7 @@ func testLog(t *testing.T) *slog.Logger {
 }
 
 // newClaimer makes a Claimer in h's namespace, closed when the test ends.
-func newClaimer(t *testing.T, h *netlab.Host, cfg failover.ClaimerConfig) *failover.Claimer {
+func newClaimer(t testing.TB, h *netlab.Host, cfg failover.ClaimerConfig) *failover.Claimer {
 	t.Helper()
 	cfg.Netns = &h.NS
 	if cfg.Instance == "" {
@@ -516,5 +516,77 @@ func TestNetnsReconfigureWhileMaster(t *testing.T) {
 	}
 	if findAddr(t, vs1, "10.99.0.103") == nil {
 		t.Fatal("a rejected reload changed the addresses")
+	}
+}
+
+// BenchmarkNetnsClaimRelease measures what a transition costs on top of
+// the election: BecomeMaster (add an IPv4 and an IPv6 VIP, send the first
+// round) and BecomeBackup (cancel, remove). It reports the time from the
+// BecomeMaster call to the first packet sent ("first GARP").
+func BenchmarkNetnsClaimRelease(b *testing.B) {
+	testenv.NeedNetns(b)
+	ctx := context.Background()
+	lab := netlab.New(b)
+	vs1 := lab.AddHost("vs1", "10.99.0.1/24", "fd99::1/64")
+	c := newClaimer(b, vs1, failover.ClaimerConfig{
+		VIPs:     []failover.VIP{mustVIP("10.99.0.100/24", "eth0", "eth0:100"), mustVIP("fd99::100/128", "eth0", "")},
+		Announce: failover.DefaultAnnounceConfig(),
+	})
+	var master, firstGARP, backup time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if err := c.BecomeMaster(ctx); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		st := c.Status().Announce
+		if err := c.BecomeBackup(ctx); err != nil {
+			b.Fatal(err)
+		}
+		master += t1.Sub(t0)
+		firstGARP += st.FirstSent.Sub(t0)
+		backup += time.Since(t1)
+	}
+	n := time.Duration(b.N)
+	b.ReportMetric(float64((master / n).Microseconds()), "us/master")
+	b.ReportMetric(float64((firstGARP / n).Microseconds()), "us/first-garp")
+	b.ReportMetric(float64((backup / n).Microseconds()), "us/backup")
+}
+
+// Sockets stay open across transitions; when the interface is re-created
+// under them, the next round reopens them instead of failing.
+func TestNetnsAnnounceAfterInterfaceRecreated(t *testing.T) {
+	testenv.NeedNetns(t)
+	ctx := context.Background()
+	lab := netlab.New(t)
+	vs1 := lab.AddHost("vs1", "10.99.0.1/24")
+	mkD0 := func() { // a veth pair inside vs1 (this kernel has no dummy)
+		vs1.MustRun(t, "ip", "link", "add", "d0", "type", "veth", "peer", "name", "d0p")
+		vs1.MustRun(t, "ip", "link", "set", "d0p", "up")
+		vs1.MustRun(t, "ip", "link", "set", "d0", "up")
+	}
+	mkD0()
+	c := newClaimer(t, vs1, failover.ClaimerConfig{VIPs: []failover.VIP{
+		mustVIP("10.99.1.100/24", "d0", "d0:1"),
+		mustVIP("fd99:1::100/128", "d0", ""),
+	}})
+	if err := c.BecomeMaster(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.BecomeBackup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vs1.MustRun(t, "ip", "link", "del", "d0")
+	mkD0()
+	before := c.Status().Announce
+	if err := c.BecomeMaster(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := c.Status().Announce
+	if after.Errors != before.Errors || after.Sent != before.Sent+3 {
+		t.Fatalf("after re-creating d0: %d errors (%s), %d packets; want none and 3", after.Errors-before.Errors, after.LastError, after.Sent-before.Sent)
+	}
+	if out := vs1.MustRun(t, "ip", "-o", "addr", "show", "dev", "d0"); !strings.Contains(out, "10.99.1.100/24") || !strings.Contains(out, "fd99:1::100/128") {
+		t.Fatalf("VIPs not on the new d0:\n%s", out)
 	}
 }

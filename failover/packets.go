@@ -14,8 +14,11 @@ import (
 )
 
 // packetSender sends gratuitous ARP and unsolicited NA on real sockets,
-// one of each kind per interface, opened on first use in ns. It is used
-// with the Announcer's lock held, so it needs none of its own.
+// one of each kind per interface, opened on first use in ns and kept
+// until close (they receive nothing, and closing a packet socket waits
+// for an RCU grace period: ~10 ms that would delay every transition to
+// backup). It is used with the Announcer's lock held, so it needs no
+// lock of its own.
 type packetSender struct {
 	ns  *netns.NsHandle
 	arp map[string]*arp.Client
@@ -33,10 +36,22 @@ func newPacketSender(ns *netns.NsHandle) *packetSender {
 }
 
 func (s *packetSender) announce(ifname string, addr netip.Addr, router bool) (int, error) {
-	if addr.Is4() {
-		return s.garp(ifname, addr)
+	send := func() (int, error) {
+		if addr.Is4() {
+			return s.garp(ifname, addr)
+		}
+		return s.unsolicitedNA(ifname, addr, router)
 	}
-	return s.unsolicitedNA(ifname, addr, router)
+	_, hadARP := s.arp[ifname]
+	_, hadNDP := s.ndp[ifname]
+	n, err := send()
+	if err != nil && (addr.Is4() && hadARP || addr.Is6() && hadNDP) {
+		// The socket was opened earlier and failed (closed now): the
+		// interface may have been re-created. Once more on a fresh one.
+		m, err2 := send()
+		return n + m, err2
+	}
+	return n, err
 }
 
 // garp sends an ARP request and an ARP reply, both with sender and
