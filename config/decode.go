@@ -344,7 +344,11 @@ func (d *decoder) duration(rv reflect.Value, raw any, p path) {
 		}
 		rv.Set(reflect.ValueOf(Duration{t}))
 	case int64:
-		d.valErr(p, fmt.Sprintf(`write %s = "%ds" or "%dms"`, name(p), v, v), "%s: a duration must be a string with a unit, not a bare number", name(p))
+		unit := "s"
+		if v > 60 { // more likely milliseconds
+			unit = "ms"
+		}
+		d.valErr(p, fmt.Sprintf(`write %s = "%d%s"`, name(p), v, unit), "%s: a duration must be a string with a unit, not a bare number", name(p))
 	case float64:
 		d.valErr(p, fmt.Sprintf(`write %s = "%gs"`, name(p), v), "%s: a duration must be a string with a unit, not a bare number", name(p))
 	default:
