@@ -1,6 +1,7 @@
 package vrrp
 
 import (
+	"log/slog"
 	"net/netip"
 	"sort"
 	"sync"
@@ -178,3 +179,5 @@ func (ft *fakeTransport) inject(t *testing.T, from string, a Advert) {
 	}
 	ft.deliver(Packet{Payload: b, Src: src, Dst: Group4, TTL: TTL})
 }
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

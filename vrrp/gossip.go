@@ -99,7 +99,7 @@ type GossipTransport struct {
 	handler atomic.Pointer[func(Packet)]
 }
 
-func (t *GossipTransport) LocalAddr() netip.Addr      { return t.local }
+func (t *GossipTransport) LocalAddr() netip.Addr     { return t.local }
 func (t *GossipTransport) SetHandler(h func(Packet)) { t.handler.Store(&h) }
 
 // Send broadcasts a to every other director.

@@ -122,6 +122,9 @@ const (
 	// healed split brain); announce the VIPs again (GARP/NA) so caches
 	// that learnt the other node's MAC are corrected.
 	Reannounce
+
+	// faultsChanged goes to sync-group hooks only.
+	faultsChanged EventKind = 100
 )
 
 func (k EventKind) String() string {
@@ -187,6 +190,8 @@ type Instance struct {
 	timer          Timer
 	timerGen       uint64
 	faults         map[string]bool
+	weights        map[string]int
+	hooks          []func(Event) // sync groups: called inline, after the lock
 	startedAt      time.Time
 	lowerSince     time.Time // first advert of the current lower-priority master (preempt delay)
 	lastReannounce time.Time
@@ -229,10 +234,11 @@ func NewInstance(cfg Config, tr Transport, clk Clock, onEvent func(Event)) (*Ins
 	}
 	in := &Instance{
 		cfg: cfg, tr: tr, clk: clk, onEvent: onEvent, local: local.Unmap(),
-		log:    cfg.Logger.With("instance", cfg.Name, "vrid", cfg.VRID),
-		prio:   cfg.Priority,
-		faults: map[string]bool{},
-		evWake: make(chan struct{}, 1),
+		log:     cfg.Logger.With("instance", cfg.Name, "vrid", cfg.VRID),
+		prio:    cfg.Priority,
+		faults:  map[string]bool{},
+		weights: map[string]int{},
+		evWake:  make(chan struct{}, 1),
 	}
 	in.masterInterval = cfg.Interval
 	in.c.Dropped = nil
@@ -327,25 +333,48 @@ func (in *Instance) shutdown(fx *effects, reason string) {
 	close(in.done)
 }
 
-// SetPriority changes the effective priority (tracking weights). It is
-// ignored for an address owner (255) and clamped to 1..254 otherwise. A
-// master announces the new priority at once so a better backup can preempt.
+// SetPriority changes the configured (base) priority, 1..254; an address
+// owner (255) keeps 255. The effective priority is the base plus the
+// tracking weights (SetWeight), clamped to 1..254. A master announces a new
+// effective priority at once so a better backup can preempt without delay.
 func (in *Instance) SetPriority(p uint8) {
 	in.mu.Lock()
-	if in.cfg.Priority == 255 {
-		in.mu.Unlock()
-		return
+	if in.cfg.Priority != 255 {
+		in.cfg.Priority = min(max(p, 1), 254)
 	}
-	p = min(max(p, 1), 254)
-	if p == in.prio {
+	in.reprioritize()
+}
+
+// SetWeight sets the priority adjustment of one tracker (by name); 0
+// removes it. Trackers never move an address owner (255).
+func (in *Instance) SetWeight(name string, delta int) {
+	in.mu.Lock()
+	if delta == 0 {
+		delete(in.weights, name)
+	} else {
+		in.weights[name] = delta
+	}
+	in.reprioritize()
+}
+
+// reprioritize recomputes the effective priority (called locked; unlocks).
+func (in *Instance) reprioritize() {
+	p := int(in.cfg.Priority)
+	if p != 255 {
+		for _, w := range in.weights {
+			p += w
+		}
+		p = min(max(p, 1), 254)
+	}
+	if uint8(p) == in.prio {
 		in.mu.Unlock()
 		return
 	}
 	in.log.Info("priority changed", "from", in.prio, "to", p)
-	in.prio = p
+	in.prio = uint8(p)
 	var fx effects
 	if in.running && in.state == Master {
-		fx.send = append(fx.send, in.advert(p))
+		fx.send = append(fx.send, in.advert(in.prio))
 		in.armTimer(in.cfg.Interval, in.adverTimer)
 	}
 	in.mu.Unlock()
@@ -367,6 +396,7 @@ func (in *Instance) SetFault(reason string, on bool) {
 		delete(in.faults, reason)
 	}
 	var fx effects
+	fx.events = append(fx.events, Event{Kind: faultsChanged, Instance: in.cfg.Name, VRID: in.cfg.VRID, From: in.state, To: in.state, Reason: reason})
 	if in.running {
 		switch {
 		case len(in.faults) > 0 && in.state != Fault:
@@ -438,6 +468,23 @@ func (in *Instance) apply(fx effects) error {
 		}
 	}
 	if len(fx.events) > 0 {
+		in.mu.Lock()
+		hooks := in.hooks
+		in.mu.Unlock()
+		for _, h := range hooks {
+			for _, ev := range fx.events {
+				in.safely(h, ev)
+			}
+		}
+		pub := fx.events[:0:0]
+		for _, ev := range fx.events {
+			if ev.Kind != faultsChanged {
+				pub = append(pub, ev)
+			}
+		}
+		fx.events = pub
+	}
+	if len(fx.events) > 0 {
 		if in.evAsync {
 			in.evmu.Lock()
 			in.evq = append(in.evq, fx.events...)
@@ -484,13 +531,52 @@ func (in *Instance) dispatch(stop <-chan struct{}) {
 	}
 }
 
-func (in *Instance) deliver(ev Event) {
+func (in *Instance) deliver(ev Event) { in.safely(in.onEvent, ev) }
+
+func (in *Instance) safely(f func(Event), ev Event) {
 	defer func() {
 		if r := recover(); r != nil {
 			in.log.Error("event callback panicked", "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
-	in.onEvent(ev)
+	f(ev)
+}
+
+// force moves a running Backup to Master or a Master to Backup on behalf
+// of a sync group; other states are left alone.
+func (in *Instance) force(to State, reason string) {
+	in.mu.Lock()
+	var fx effects
+	if in.running {
+		switch {
+		case to == Master && in.state == Backup:
+			in.becomeMaster(&fx, reason)
+		case to == Backup && in.state == Master:
+			in.masterAddr, in.masterPrio = netip.Addr{}, 0
+			in.becomeBackup(&fx, reason)
+		}
+	}
+	in.mu.Unlock()
+	in.apply(fx)
+}
+
+func (in *Instance) addHook(h func(Event)) {
+	in.mu.Lock()
+	in.hooks = append(in.hooks, h)
+	in.mu.Unlock()
+}
+
+// ownFaults lists the faults whose name does not start with prefix.
+func (in *Instance) ownFaults(prefix string) int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	n := 0
+	for f := range in.faults {
+		if !strings.HasPrefix(f, prefix) {
+			n++
+		}
+	}
+	return n
 }
 
 // ---- the state machine (every method below runs under in.mu) ----

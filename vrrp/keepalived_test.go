@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/netip"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,7 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"text/template"
-	osexec "os/exec"
 	"time"
 
 	"github.com/vishvananda/netlink"

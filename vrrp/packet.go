@@ -57,17 +57,17 @@ type DropReason int
 
 // Drop reasons. DropNone is never returned for an error.
 const (
-	DropNone      DropReason = iota
-	DropLength               // shorter than a header, or length disagrees with the address count
-	DropVersion              // not 2 or 3, or not the instance's version
-	DropType                 // not an ADVERTISEMENT
-	DropVRID                 // another virtual router (normal when several share a link)
-	DropTTL                  // TTL / hop limit not 255
-	DropChecksum             // bad checksum
-	DropFamily               // v2 over IPv6, or addresses of the wrong family
-	DropInterval             // interval 0, or (v2) different from ours
-	DropAuth                 // v2 authentication type or password mismatch
-	DropSelf                 // our own advert looped back
+	DropNone     DropReason = iota
+	DropLength              // shorter than a header, or length disagrees with the address count
+	DropVersion             // not 2 or 3, or not the instance's version
+	DropType                // not an ADVERTISEMENT
+	DropVRID                // another virtual router (normal when several share a link)
+	DropTTL                 // TTL / hop limit not 255
+	DropChecksum            // bad checksum
+	DropFamily              // v2 over IPv6, or addresses of the wrong family
+	DropInterval            // interval 0, or (v2) different from ours
+	DropAuth                // v2 authentication type or password mismatch
+	DropSelf                // our own advert looped back
 	numDropReasons
 )
 
