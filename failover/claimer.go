@@ -261,8 +261,8 @@ func (c *Claimer) Transition(ctx context.Context, t Transition) error {
 		err = c.releaseLocked(ctx)
 	}
 	c.state, c.last, c.lastAt = t.To, t, c.clock.Now()
+	c.notifier.Notify(t) // under mu: queued in the order applied; it never blocks
 	c.mu.Unlock()
-	c.notifier.Notify(t)
 	if err != nil {
 		return fmt.Errorf("instance %s to %s: %w", t.Instance, t.To, err)
 	}
