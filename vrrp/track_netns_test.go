@@ -1,0 +1,54 @@
+package vrrp
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/netlab"
+	"github.com/vigil-lb/vigil/internal/testenv"
+)
+
+// TestNetnsTrackInterface: the master tracks a second interface; when it
+// goes down the master enters Fault, resigns with priority 0 and the
+// backup takes over; when it comes back the master preempts again.
+func TestNetnsTrackInterface(t *testing.T) {
+	testenv.NeedNetns(t)
+	lab := netlab.New(t)
+	h1 := lab.AddHost("vs1", "10.99.0.1/24")
+	h2 := lab.AddHost("vs2", "10.99.0.2/24")
+	h1.MustRun(t, "ip", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1p")
+	h1.MustRun(t, "ip", "link", "set", "eth1p", "up")
+	h1.MustRun(t, "ip", "link", "set", "eth1", "up")
+	iv := 100 * time.Millisecond
+	a := startDirector(t, h1, Config{Name: "www", VRID: 51, Priority: 200, Interval: iv, VIPs: vips}, RawConfig{Source: src(1)})
+	b := startDirector(t, h2, Config{Name: "www", VRID: 51, Priority: 100, Interval: iv, VIPs: vips}, RawConfig{Source: src(2)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- WatchInterfaces(ctx, h1.NS, []InterfaceTrack{{Interface: "eth1"}, {Interface: "eth0", Weight: -150}}, nil, a.in)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	waitOneMaster(t, a, 3*time.Second, a, b)
+
+	start := time.Now()
+	h1.MustRun(t, "ip", "link", "set", "eth1", "down")
+	waitState(t, a, Fault, 2*time.Second)
+	waitState(t, b, Master, 2*time.Second)
+	t.Logf("backup master %v after the tracked interface went down", time.Since(start))
+	if f := a.in.Status().Faults; len(f) != 1 || f[0] != "interface eth1 down" {
+		t.Fatalf("faults %v", f)
+	}
+
+	h1.MustRun(t, "ip", "link", "set", "eth1", "up")
+	waitOneMaster(t, a, 3*time.Second, a, b)
+
+	// A deleted tracked interface counts as down.
+	h1.MustRun(t, "ip", "link", "del", "eth1")
+	waitState(t, a, Fault, 2*time.Second)
+}
