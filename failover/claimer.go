@@ -39,10 +39,13 @@ type ClaimStatus struct {
 	Last     Transition // the last transition
 	LastAt   time.Time
 	Master   bool // VIPs claimed and announced
-	VIPs     []VIPStatus
-	Restored uint64 // VIPs the watcher put back after someone removed them
-	Announce AnnounceStats
-	Notify   NotifyStats
+	// VIPsAdded is when the VIPs were last added on becoming master
+	// (before the first announcement; the drill's "VIP added").
+	VIPsAdded time.Time
+	VIPs      []VIPStatus
+	Restored  uint64 // VIPs the watcher put back after someone removed them
+	Announce  AnnounceStats
+	Notify    NotifyStats
 }
 
 // Claimer claims and gives up the VIPs of one instance: netlink
@@ -59,11 +62,12 @@ type Claimer struct {
 	stop     context.CancelFunc
 	watching sync.WaitGroup
 
-	mu     sync.Mutex // serialises transitions
-	master bool
-	state  State
-	last   Transition
-	lastAt time.Time
+	mu        sync.Mutex // serialises transitions
+	master    bool
+	vipsAdded time.Time
+	state     State
+	last      Transition
+	lastAt    time.Time
 }
 
 // NewClaimer checks cfg, opens a netlink handle in cfg.Netns and starts
@@ -218,6 +222,7 @@ func (c *Claimer) becomeMasterLocked(ctx context.Context) error {
 	if c.master {
 		c.ann.Reannounce()
 	} else {
+		c.vipsAdded = c.clock.Now()
 		c.ann.Start()
 	}
 	c.master = true
@@ -276,7 +281,7 @@ func (c *Claimer) Reannounce() bool { return c.ann.Reannounce() }
 // Status returns the Claimer's view.
 func (c *Claimer) Status() ClaimStatus {
 	c.mu.Lock()
-	s := ClaimStatus{Instance: c.cfg.Instance, State: c.state, Last: c.last, LastAt: c.lastAt, Master: c.master}
+	s := ClaimStatus{Instance: c.cfg.Instance, State: c.state, Last: c.last, LastAt: c.lastAt, Master: c.master, VIPsAdded: c.vipsAdded}
 	c.mu.Unlock()
 	s.VIPs, s.Restored = c.vips.status()
 	s.Announce = c.ann.Stats()

@@ -353,10 +353,12 @@ func TestNetnsGARPMovesClientNeighbour(t *testing.T) {
 	if !ops[arp.OperationRequest] || !ops[arp.OperationReply] {
 		t.Fatalf("first round operations %v, want a request and a reply", ops)
 	}
-	st := c.Status().Announce
-	if st.FirstSent.IsZero() || st.FirstSent.Before(st.Started) {
-		t.Fatalf("announce stats %+v: want a first-GARP time after start", st)
+	cs := c.Status()
+	st := cs.Announce
+	if st.FirstSent.IsZero() || st.FirstSent.Before(st.Started) || cs.VIPsAdded.IsZero() || cs.VIPsAdded.After(st.FirstSent) {
+		t.Fatalf("status %+v: want VIPs added, then the first GARP", cs)
 	}
+	t.Logf("VIP added to first GARP: %s", st.FirstSent.Sub(cs.VIPsAdded))
 }
 
 func TestNetnsUnsolicitedNAMovesClientNeighbour(t *testing.T) {
