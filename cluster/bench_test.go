@@ -1,0 +1,46 @@
+package cluster
+
+import (
+	"testing"
+	"time"
+)
+
+// BenchmarkFailureDetection measures, with DefaultTimings on loopback, how
+// long the survivor of a pair takes to see the other gone (PeerLeave):
+// after a crash (Close without Leave), a graceful Leave, and a symmetric
+// partition. Run with: go test -run XXX -bench FailureDetection -benchtime 5x ./cluster/
+func BenchmarkFailureDetection(b *testing.B) {
+	cases := []struct {
+		name string
+		kill func(a, b *node)
+	}{
+		{"crash", func(_, v *node) { v.Close() }},
+		{"leave", func(_, v *node) { v.Leave(time.Second) }},
+		{"partition", func(a, v *node) { a.tr.cut.Store(true); v.tr.cut.Store(true) }},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			var total, worst time.Duration
+			for range b.N {
+				b.StopTimer()
+				ns := startCluster(b,
+					spec{name: "vs1", site: "bench", key: testKey},
+					spec{name: "vs2", site: "bench", key: testKey})
+				waitJoined(b, ns...)
+				time.Sleep(500 * time.Millisecond) // let probing settle
+				b.StartTimer()
+				start := time.Now()
+				c.kill(ns[0], ns[1])
+				ns[0].events.waitFor(b, "PeerLeave", 30*time.Second, kindIs(PeerLeave, "vs2"))
+				d := time.Since(start)
+				total += d
+				worst = max(worst, d)
+				for _, n := range ns {
+					n.Close()
+				}
+			}
+			b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/detect")
+			b.ReportMetric(float64(worst.Milliseconds()), "ms-worst")
+		})
+	}
+}
