@@ -179,15 +179,33 @@ func (r *rig) firstAnswer(ctx context.Context, name string, t0 int64, deadline t
 func (r *rig) trace(t0, last, answer int64) {
 	r.traces++
 	from, to := last-int64(2*r.site.Advert)-int64(50*time.Millisecond), answer+int64(50*time.Millisecond)
+	head := fmt.Sprintf("# t=0 is the failure; last advert of the old master at %s, first answer from the new master at %s",
+		relMS(t0, last), relMS(t0, answer))
+	r.writeTrace(fmt.Sprintf("run-%02d.trace", r.traces), head, t0, from, to, false)
+}
+
+func relMS(t0, t int64) string { return fmt.Sprintf("%9.3f", float64(t-t0)/1e6) }
+
+// writeTrace writes the events in [from, to] relative to t0; with
+// quiet, probes answered like the one before them are left out.
+func (r *rig) writeTrace(name, head string, t0, from, to int64, quiet bool) {
 	type line struct {
 		t int64
 		s string
 	}
 	var lines []line
-	rel := func(t int64) string { return fmt.Sprintf("%9.3f", float64(t-t0)/1e6) }
+	rel := func(t int64) string { return relMS(t0, t) }
 	r.ev.view(func(probes, adverts []Event) {
+		prev := ""
 		for _, p := range probes {
 			if (p.End >= from && p.End <= to) || (p.Start >= from && p.Start <= to) {
+				if quiet && p.OK && p.From == prev {
+					continue
+				}
+				prev = p.From
+				if !p.OK {
+					prev = ""
+				}
 				lines = append(lines, line{p.End, fmt.Sprintf("%s probe   started %s ok=%v %s", rel(p.End), rel(p.Start), p.OK, p.From)})
 			}
 		}
@@ -206,14 +224,14 @@ func (r *rig) trace(t0, last, answer int64) {
 	})
 	slices.SortStableFunc(lines, func(a, b line) int { return cmp.Compare(a.t, b.t) })
 	var b strings.Builder
-	fmt.Fprintf(&b, "# t=0 is the failure; last advert of the old master at %s, first answer from the new master at %s\n", rel(last), rel(answer))
+	b.WriteString(head + "\n")
 	for name, h := range r.hosts {
 		fmt.Fprintf(&b, "# %s is %s\n", name, h.MAC)
 	}
 	for _, l := range lines {
 		b.WriteString(l.s + "\n")
 	}
-	_ = os.WriteFile(filepath.Join(r.dir, fmt.Sprintf("run-%02d.trace", r.traces)), []byte(b.String()), 0o644)
+	_ = os.WriteFile(filepath.Join(r.dir, name), []byte(b.String()), 0o644)
 }
 
 // runOnce fails vs1 (the master), measures, and brings it back.
@@ -336,6 +354,8 @@ func (r *rig) runOnce(ctx context.Context, kind string, tm caseTiming) Run {
 			run.PreemptTime = time.Duration(first - tr)
 		}
 	})
+	r.writeTrace(fmt.Sprintf("run-%02d-preempt.trace", r.traces),
+		"# t=0 is the old master's restart; probes answered like the one before are left out", tr, tr, st, true)
 	r.ev.trim(tr - int64(time.Second))
 	return run
 }

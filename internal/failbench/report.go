@@ -110,13 +110,20 @@ func pick(runs []Run, f func(Run) time.Duration) []time.Duration {
 func (rep *Report) Print(w io.Writer) {
 	if len(rep.Cases) > 0 {
 		fmt.Fprintf(w, "\nFailover as the client sees it (ms, min / median / max; probes every 5 ms over TCP)\n")
-		fmt.Fprintf(w, "%-10s %-6s %-11s %3s  %-24s %-24s %-22s %7s  %s\n",
-			"advert", "kind", "impl", "n", "failure->answer", "last advert->answer", "advert->new advert", "RFC", "preempt: failed probes")
+		fmt.Fprintf(w, "(RFC: 3 x advert + skew of the backup for a crash, the skew for a stop; new adv / GARP: medians from the old master's\n")
+		fmt.Fprintf(w, " last advert to the new master's first advert and first ARP for the VIP; preempt: probes failed while the old master took the VIP back)\n")
+		fmt.Fprintf(w, "%-8s %-5s %-10s %3s  %-26s %-26s %7s  %-15s  %s\n",
+			"advert", "kind", "impl", "n", "failure->answer", "last advert->answer", "RFC", "new adv / GARP", "preempt: failed probes")
 		for _, c := range rep.Cases {
 			good := c.Good()
 			out := Summarize(pick(good, func(r Run) time.Duration { return r.Outage }))
 			last := Summarize(pick(good, func(r Run) time.Duration { return r.LastAdvert }))
 			tk := Summarize(pick(good, func(r Run) time.Duration { return r.Takeover }))
+			an := Summarize(pick(good, func(r Run) time.Duration { return r.Announce }))
+			split := "-"
+			if tk.N > 0 {
+				split = ms(tk.Median) + " / " + ms(an.Median)
+			}
 			pf, pfRuns, left := 0, 0, 0
 			for _, r := range good {
 				pf += r.PreemptFailed
@@ -137,8 +144,8 @@ func (rep *Report) Print(w io.Writer) {
 			if c.Err != "" {
 				note += "; ERROR: " + c.Err
 			}
-			fmt.Fprintf(w, "%-10s %-6s %-11s %3d  %-24s %-24s %-22s %7s  %s\n",
-				c.Advert, c.Kind, c.Impl, len(good), out, last, tk, ms(c.RFC), note)
+			fmt.Fprintf(w, "%-8s %-5s %-10s %3d  %-26s %-26s %7s  %-15s  %s\n",
+				c.Advert, c.Kind, c.Impl, len(good), out, last, ms(c.RFC), split, note)
 		}
 		rep.printRatios(w)
 	}
