@@ -36,13 +36,20 @@ func (v *validator) rawAt(p path) (any, bool) {
 				return nil, false
 			}
 			cur = x
-		default:
-			arr, ok := arrayOf(c)
+		case []map[string]any: // array of tables; not via arrayOf, which copies
 			i, err := strconv.Atoi(seg)
-			if !ok || err != nil || i < 0 || i >= len(arr) {
+			if err != nil || i < 0 || i >= len(c) {
 				return nil, false
 			}
-			cur = arr[i]
+			cur = c[i]
+		case []any:
+			i, err := strconv.Atoi(seg)
+			if err != nil || i < 0 || i >= len(c) {
+				return nil, false
+			}
+			cur = c[i]
+		default:
+			return nil, false
 		}
 	}
 	return cur, true
