@@ -433,6 +433,9 @@ func (v *validator) instances() {
 			}
 		}
 		if fam.IsValid() {
+			if fam.Is6() && in.Version == 2 {
+				v.valErr(p.child("version"), "use version = 3 for IPv6", "VRRPv2 carries only IPv4 VIPs")
+			}
 			v.unicast(p, in, fam.Is6())
 		}
 		v.garp(p.child("garp"), &in.GARP)
@@ -689,8 +692,13 @@ func (v *validator) virtualServers() {
 		if vs.Quorum < 1 || (len(vs.RealServers) > 0 && vs.Quorum > len(vs.RealServers)) {
 			v.valErr(p.child("quorum"), fmt.Sprintf("use 1..%d", max(len(vs.RealServers), 1)), "quorum %d: the virtual server has %d real servers", vs.Quorum, len(vs.RealServers))
 		}
-		if vs.Hysteresis < 0 || vs.Hysteresis >= vs.Quorum && vs.Hysteresis > 0 {
-			v.valErr(p.child("hysteresis"), "use 0..quorum-1", "hysteresis %d must be below quorum %d", vs.Hysteresis, vs.Quorum)
+		if vs.Hysteresis < 0 || vs.Hysteresis > 0 && len(vs.RealServers) > 0 && vs.Quorum+vs.Hysteresis > len(vs.RealServers) {
+			v.valErr(p.child("hysteresis"), fmt.Sprintf("use 0..%d", max(len(vs.RealServers)-vs.Quorum, 0)),
+				"hysteresis %d: quorum %d + hysteresis could never be regained with %d real servers", vs.Hysteresis, vs.Quorum, len(vs.RealServers))
+		}
+		if vs.SorryServer.IsValid() && (vs.Forwarding == "dr" || vs.Forwarding == "tunnel") && vs.Address.Port() != 0 && vs.SorryServer.Port() != vs.Address.Port() {
+			v.valErr(p.child("sorry_server"), fmt.Sprintf("use port %d, or forwarding = \"nat\"", vs.Address.Port()),
+				"sorry_server %s: %s forwarding cannot change the port %d", vs.SorryServer, vs.Forwarding, vs.Address.Port())
 		}
 		if vs.SorryServer.IsValid() && vs.SorryServer.Addr().Is6() != v6 {
 			v.valErr(p.child("sorry_server"), "use a sorry server of the virtual server's address family", "sorry_server %s is of another address family", vs.SorryServer.Addr())
