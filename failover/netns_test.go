@@ -103,7 +103,7 @@ func TestNetnsVIPAddRemoveIdempotent(t *testing.T) {
 	vs1 := lab.AddHost("vs1", "10.99.0.1/24", "fd99::1/64")
 	notified := filepath.Join(t.TempDir(), "notified")
 	script := filepath.Join(t.TempDir(), "notify.sh")
-	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$* $VIGIL_OLD_STATE\" >> "+notified+"\n"), 0o755); err != nil {
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$* $VIGIL_OLD_STATE $VIGIL_VIPS\" >> "+notified+"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	c := newClaimer(t, vs1, failover.ClaimerConfig{
@@ -159,7 +159,7 @@ func TestNetnsVIPAddRemoveIdempotent(t *testing.T) {
 		return strings.Count(string(b), "\n") == 2
 	})
 	b, _ := os.ReadFile(notified)
-	if want := "INSTANCE www MASTER 150 BACKUP\nINSTANCE www BACKUP 150 MASTER\n"; string(b) != want {
+	if want := "INSTANCE www MASTER 150 BACKUP 10.99.0.100/24 fd99::100/128\nINSTANCE www BACKUP 150 MASTER 10.99.0.100/24 fd99::100/128\n"; string(b) != want {
 		t.Fatalf("notify ran with\n%s\nwant\n%s", b, want)
 	}
 }

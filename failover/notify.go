@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -38,6 +40,9 @@ type Transition struct {
 	From, To State
 	Priority int
 	Reason   string // why, for logs and VIGIL_REASON
+	// VIPs of the instance, for VIGIL_VIPS (a Claimer fills them in):
+	// scripts that move addresses through a cloud API need them.
+	VIPs []netip.Prefix
 }
 
 // NotifyCommand is a program run on transitions, without a shell:
@@ -46,7 +51,8 @@ type Transition struct {
 //	INSTANCE <name> <state> <priority>
 //
 // and with VIGIL_KIND, VIGIL_INSTANCE, VIGIL_STATE, VIGIL_OLD_STATE,
-// VIGIL_PRIORITY and VIGIL_REASON added to the daemon's environment.
+// VIGIL_PRIORITY, VIGIL_REASON and VIGIL_VIPS (space-separated prefixes)
+// added to the daemon's environment.
 type NotifyCommand struct {
 	Argv []string
 	// States limits the command to transitions into these states
@@ -243,6 +249,7 @@ func (n *Notifier) run(c NotifyCommand, t Transition, timeout time.Duration) {
 		"VIGIL_OLD_STATE="+string(t.From),
 		"VIGIL_PRIORITY="+strconv.Itoa(t.Priority),
 		"VIGIL_REASON="+t.Reason,
+		"VIGIL_VIPS="+joinPrefixes(t.VIPs),
 	)
 	cmd.Dir = "/"
 	// A process group of its own, so a timeout kills the script and
@@ -279,6 +286,14 @@ func (n *Notifier) run(c NotifyCommand, t Transition, timeout time.Duration) {
 	n.stats.LastError = err.Error()
 	n.mu.Unlock()
 	n.log.Error("notify command failed", "instance", t.Instance, "state", string(t.To), "cmd", c.Argv[0], "took", took, "err", err)
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, " ")
 }
 
 // lineLog logs a command's output line by line, up to a limit, so a

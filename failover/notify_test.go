@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -65,7 +66,7 @@ func closeNotifier(t *testing.T, n *Notifier) {
 func TestNotifyArgumentsEnvironmentAndOrder(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
-	all := script(t, dir, "all", `echo "all $* | $VIGIL_KIND $VIGIL_INSTANCE $VIGIL_OLD_STATE>$VIGIL_STATE $VIGIL_PRIORITY $VIGIL_REASON" >> `+out+"\n")
+	all := script(t, dir, "all", `echo "all $* | $VIGIL_KIND $VIGIL_INSTANCE $VIGIL_OLD_STATE>$VIGIL_STATE $VIGIL_PRIORITY $VIGIL_REASON [$VIGIL_VIPS]" >> `+out+"\n")
 	master := script(t, dir, "master", `echo "master $*" >> `+out+"\n")
 	n, err := NewNotifier(NotifyConfig{
 		Commands: []NotifyCommand{
@@ -78,7 +79,7 @@ func TestNotifyArgumentsEnvironmentAndOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tr := range []Transition{
-		{Instance: "www", From: StateInit, To: StateBackup, Priority: 100, Reason: "start"},
+		{Instance: "www", From: StateInit, To: StateBackup, Priority: 100, Reason: "start", VIPs: []netip.Prefix{vip4.Prefix, vip6.Prefix}},
 		{Instance: "www", From: StateBackup, To: StateMaster, Priority: 100, Reason: "master down"},
 		{Instance: "www", From: StateMaster, To: StateFault, Priority: 0, Reason: "eth0 down"},
 	} {
@@ -91,10 +92,10 @@ func TestNotifyArgumentsEnvironmentAndOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "all INSTANCE www BACKUP 100 | INSTANCE www INIT>BACKUP 100 start\n" +
-		"all INSTANCE www MASTER 100 | INSTANCE www BACKUP>MASTER 100 master down\n" +
+	want := "all INSTANCE www BACKUP 100 | INSTANCE www INIT>BACKUP 100 start [10.99.0.100/24 fd99::100/128]\n" +
+		"all INSTANCE www MASTER 100 | INSTANCE www BACKUP>MASTER 100 master down []\n" +
 		"master --flag INSTANCE www MASTER 100\n" +
-		"all INSTANCE www FAULT 0 | INSTANCE www MASTER>FAULT 0 eth0 down\n"
+		"all INSTANCE www FAULT 0 | INSTANCE www MASTER>FAULT 0 eth0 down []\n"
 	if string(b) != want {
 		t.Fatalf("commands wrote\n%s\nwant\n%s", b, want)
 	}
