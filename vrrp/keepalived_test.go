@@ -217,7 +217,9 @@ func TestNetnsKeepalived(t *testing.T) {
 			k := startKeepalived(t, hk, kc)
 			v := startDirector(t, hv, cfg, rc)
 			waitState(t, v, Master, mdi(200, tc.iv)+slack)
-			time.Sleep(5 * tc.iv)
+			// keepalived started first: had it not accepted our adverts it
+			// would be master within its own Master_Down_Interval.
+			time.Sleep(3 * tc.iv)
 			if k.master() {
 				t.Fatal("keepalived (100) holds the VIP while vigil (200) is master")
 			}
@@ -254,24 +256,32 @@ func TestNetnsKeepalived(t *testing.T) {
 			t.Logf("vigil took over %v after keepalived was killed (Master_Down_Interval %v)", time.Since(start), mdi(50, tc.iv))
 
 			// 5. keepalived comes back with a higher priority than vigil and
-			// preempts it: vigil steps down on keepalived's advert.
+			// preempts it: vigil steps down on keepalived's advert. (Not
+			// repeated at v2's 1s interval: slow, and v3 covers it.)
+			ks := []*keepalived{k}
+			if tc.version == 2 {
+				checkKALog(t, ks)
+				return
+			}
 			hk.MustRun(t, "ip", "addr", "flush", "dev", "eth0", "to", vip+"/32")
 			kc.Priority = 150
 			k2 := startKeepalived(t, hk, kc)
 			waitKA(t, k2, true, mdi(150, tc.iv)+slack)
 			waitState(t, v, Backup, slack)
 
-			// keepalived never complained about our packets.
-			for _, kk := range []*keepalived{k, k2} {
-				for _, l := range strings.Split(kk.out.String(), "\n") {
-					if strings.Contains(strings.ToLower(l), "invalid") || strings.Contains(l, "mismatch") || strings.Contains(l, "bogus") {
-						t.Errorf("keepalived: %s", l)
-					}
-				}
-			}
-			if testing.Verbose() {
-				t.Logf("keepalived output:\n%s", k.out.String())
-			}
+			checkKALog(t, append(ks, k2))
 		})
+	}
+}
+
+// checkKALog fails on any complaint of keepalived about our packets.
+func checkKALog(t *testing.T, ks []*keepalived) {
+	t.Helper()
+	for _, k := range ks {
+		for _, l := range strings.Split(k.out.String(), "\n") {
+			if strings.Contains(strings.ToLower(l), "invalid") || strings.Contains(l, "mismatch") || strings.Contains(l, "bogus") {
+				t.Errorf("keepalived: %s", l)
+			}
+		}
 	}
 }
