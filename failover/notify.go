@@ -45,18 +45,20 @@ type Transition struct {
 	VIPs []netip.Prefix
 }
 
-// NotifyCommand is a program run on transitions, without a shell:
-// Argv followed by keepalived's notify arguments
+// NotifyCommand is a program run on transitions, without a shell, with
+// VIGIL_KIND, VIGIL_INSTANCE, VIGIL_STATE, VIGIL_OLD_STATE,
+// VIGIL_PRIORITY, VIGIL_REASON and VIGIL_VIPS (space-separated prefixes)
+// added to the daemon's environment. As in keepalived, a command for
+// every transition (`notify`) gets the notify arguments after Argv
 //
 //	INSTANCE <name> <state> <priority>
 //
-// and with VIGIL_KIND, VIGIL_INSTANCE, VIGIL_STATE, VIGIL_OLD_STATE,
-// VIGIL_PRIORITY, VIGIL_REASON and VIGIL_VIPS (space-separated prefixes)
-// added to the daemon's environment.
+// while one limited to some states (`notify_master` and friends) runs
+// with Argv alone: "systemctl start haproxy" must stay just that.
 type NotifyCommand struct {
 	Argv []string
-	// States limits the command to transitions into these states
-	// (keepalived's notify_master and friends); empty: every transition.
+	// States limits the command to transitions into these states;
+	// empty: every transition, with the notify arguments appended.
 	States []State
 }
 
@@ -240,7 +242,10 @@ func (n *Notifier) work() {
 func (n *Notifier) run(c NotifyCommand, t Transition, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(n.ctx, timeout)
 	defer cancel()
-	args := append(slices.Clone(c.Argv[1:]), t.Kind, t.Instance, string(t.To), strconv.Itoa(t.Priority))
+	args := slices.Clone(c.Argv[1:])
+	if len(c.States) == 0 {
+		args = append(args, t.Kind, t.Instance, string(t.To), strconv.Itoa(t.Priority))
+	}
 	cmd := exec.CommandContext(ctx, c.Argv[0], args...)
 	cmd.Env = append(os.Environ(),
 		"VIGIL_KIND="+t.Kind,

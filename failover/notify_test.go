@@ -67,7 +67,7 @@ func TestNotifyArgumentsEnvironmentAndOrder(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
 	all := script(t, dir, "all", `echo "all $* | $VIGIL_KIND $VIGIL_INSTANCE $VIGIL_OLD_STATE>$VIGIL_STATE $VIGIL_PRIORITY $VIGIL_REASON [$VIGIL_VIPS]" >> `+out+"\n")
-	master := script(t, dir, "master", `echo "master $*" >> `+out+"\n")
+	master := script(t, dir, "master", `echo "master $* | $VIGIL_STATE" >> `+out+"\n")
 	n, err := NewNotifier(NotifyConfig{
 		Commands: []NotifyCommand{
 			{Argv: []string{all}},
@@ -94,7 +94,7 @@ func TestNotifyArgumentsEnvironmentAndOrder(t *testing.T) {
 	}
 	want := "all INSTANCE www BACKUP 100 | INSTANCE www INIT>BACKUP 100 start [10.99.0.100/24 fd99::100/128]\n" +
 		"all INSTANCE www MASTER 100 | INSTANCE www BACKUP>MASTER 100 master down []\n" +
-		"master --flag INSTANCE www MASTER 100\n" +
+		"master --flag | MASTER\n" + // like notify_master: no arguments added
 		"all INSTANCE www FAULT 0 | INSTANCE www MASTER>FAULT 0 eth0 down []\n"
 	if string(b) != want {
 		t.Fatalf("commands wrote\n%s\nwant\n%s", b, want)
