@@ -10,6 +10,7 @@ import (
 	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netns"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,6 +31,15 @@ type ndpConn struct {
 	index int // interface index in that namespace
 	hw    net.HardwareAddr
 }
+
+// dropAll is a socket filter that accepts no packet.
+var dropAll = func() []bpf.RawInstruction {
+	raw, err := bpf.Assemble([]bpf.Instruction{bpf.RetConstant{Val: 0}})
+	if err != nil {
+		panic(err) // a constant program
+	}
+	return raw
+}()
 
 func newPacketSender(ns *netns.NsHandle) *packetSender {
 	return &packetSender{ns: ns, arp: map[string]*arp.Client{}, ndp: map[string]*ndpConn{}}
@@ -94,6 +104,12 @@ func (s *packetSender) arpClient(ifname string) (*arp.Client, error) {
 		// never queues the ARP traffic of the segment.
 		pc, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_RARP, nil)
 		if err != nil {
+			return err
+		}
+		// And a filter that accepts nothing, so not even a stray RARP
+		// frame sits in its receive queue.
+		if err := pc.SetBPF(dropAll); err != nil {
+			pc.Close()
 			return err
 		}
 		c, err = arp.New(ifi, pc)
