@@ -35,14 +35,16 @@ type Channel struct {
 	drift      driftDetector
 	dual       dualMasterDetector
 	started    bool
-	missedJoin map[netip.AddrPort]int // consecutive failed joins per peer
+	missedJoin map[netip.AddrPort]int   // consecutive failed joins per peer
+	replay     map[string]*replayWindow // topic messages seen, by sender
+	seq        atomic.Uint64            // our topic message counter
 
 	authFailures, labelMismatches atomic.Uint64
 	malformed, unknownTopic       atomic.Uint64
 	sent, received, sendErrors    atomic.Uint64
 	pushes, pushErrors            atomic.Uint64
 	inboxDropped, eventsDropped   atomic.Uint64
-	handlerPanics                 atomic.Uint64
+	handlerPanics, replayed       atomic.Uint64
 
 	inbox  chan inbound
 	events chan Event
@@ -94,6 +96,7 @@ func New(cfg Config) (*Channel, error) {
 		peers:      make(map[string]*peerRecord),
 		handlers:   make(map[string]func(Peer, []byte)),
 		missedJoin: make(map[netip.AddrPort]int),
+		replay:     make(map[string]*replayWindow),
 		inbox:      make(chan inbound, queueLen),
 		events:     make(chan Event, queueLen),
 		pushCh:     make(chan struct{}, 1),
@@ -230,6 +233,7 @@ func (c *Channel) Stats() Stats {
 		InboxDropped:     c.inboxDropped.Load(),
 		EventsDropped:    c.eventsDropped.Load(),
 		HandlerPanics:    c.handlerPanics.Load(),
+		Replayed:         c.replayed.Load(),
 	}
 }
 
@@ -488,12 +492,23 @@ func (d *mlDelegate) NotifyMsg(b []byte) {
 	}
 	switch f.Kind {
 	case kindTopic:
-		c.received.Add(1)
 		c.mu.Lock()
-		if p := c.peers[f.From.Name]; p != nil {
+		w := c.replay[f.From.Name]
+		if w == nil {
+			w = &replayWindow{}
+			c.replay[f.From.Name] = w
+		}
+		fresh := w.accept(f.Epoch, f.Seq)
+		if p := c.peers[f.From.Name]; p != nil && fresh {
 			p.lastSeen = c.now()
 		}
 		c.mu.Unlock()
+		if !fresh {
+			c.replayed.Add(1)
+			c.log.Debug("dropped replayed or stale cluster message", "from", f.From.Name, "topic", f.Topic, "seq", f.Seq)
+			return
+		}
+		c.received.Add(1)
 		select {
 		case c.inbox <- inbound{from: f.From, topic: f.Topic, payload: append([]byte(nil), f.Payload...)}:
 		default:

@@ -23,8 +23,17 @@
 // two sites on one network never merge. Packets that fail authentication or
 // carry another site's label are dropped by memberlist before they reach
 // this package; the channel counts them from memberlist's log lines (Stats).
+// memberlist does not stop replays, so topic messages carry the sender's
+// epoch and a sequence number checked against a sliding window per sender
+// (Stats.Replayed); state records carry an epoch and a version.
 // Running without a key needs Config.Insecure and logs a warning at every
 // start.
+//
+// Failure detection with DefaultTimings (probe every 300ms, 200ms probe
+// timeout, suspicion x2), two directors on loopback, measured with
+// go test -run XXX -bench FailureDetection -benchtime 5x ./cluster/:
+// a crash is seen after about 1.3 s, a symmetric partition after about
+// 1.3 s, a graceful Leave after about 0.4 s.
 //
 // The package does not import the site configuration: the wiring package
 // converts the site file into a Config.

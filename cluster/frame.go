@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -16,7 +17,9 @@ import (
 //	[4..]  sender's node name (n bytes)
 //	[.]    a = length of the sender's address (0, 4 or 16)
 //	[..]   sender's address (a bytes)
-//	kind 1: [.] t = topic length (1..255), topic (t bytes), payload (rest)
+//	kind 1: [8] sender's epoch (its start time, unix ns, big endian)
+//	        [8] sequence number of the message within that epoch
+//	        [.] t = topic length (1..255), topic (t bytes), payload (rest)
 //	kind 2: JSON array of state records (rest)
 const (
 	frameMagic   = 0x56
@@ -35,6 +38,8 @@ type frame struct {
 	Kind    frameKind
 	From    Peer
 	Topic   string // kindTopic only
+	Epoch   uint64 // kindTopic only: sender's start time, for replay checks
+	Seq     uint64 // kindTopic only: sender's message counter
 	Payload []byte // topic payload or JSON state records
 }
 
@@ -57,7 +62,7 @@ func (f frame) MarshalBinary() ([]byte, error) {
 		if n := len(f.Topic); n == 0 || n > 255 {
 			return nil, fmt.Errorf("encode frame: topic must be 1..255 bytes, got %d", n)
 		}
-		size += 1 + len(f.Topic)
+		size += 16 + 1 + len(f.Topic)
 	}
 	b := make([]byte, 0, size)
 	b = append(b, frameMagic, frameVersion, byte(f.Kind), byte(len(f.From.Name)))
@@ -65,6 +70,8 @@ func (f frame) MarshalBinary() ([]byte, error) {
 	b = append(b, byte(len(addr)))
 	b = append(b, addr...)
 	if f.Kind == kindTopic {
+		b = binary.BigEndian.AppendUint64(b, f.Epoch)
+		b = binary.BigEndian.AppendUint64(b, f.Seq)
 		b = append(b, byte(len(f.Topic)))
 		b = append(b, f.Topic...)
 	}
@@ -106,13 +113,18 @@ func (f *frame) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("%w: sender address of %d bytes", errFrame, len(rawAddr))
 	}
 	var topic []byte
+	var epoch, seq uint64
 	if kind == kindTopic {
+		if len(rest) < 16 {
+			return fmt.Errorf("%w: truncated sequence", errFrame)
+		}
+		epoch, seq, rest = binary.BigEndian.Uint64(rest), binary.BigEndian.Uint64(rest[8:]), rest[16:]
 		topic, rest, ok = lenPrefixed(rest)
 		if !ok || len(topic) == 0 {
 			return fmt.Errorf("%w: bad topic", errFrame)
 		}
 	}
-	*f = frame{Kind: kind, From: Peer{Name: string(name), Addr: addr}, Topic: string(topic), Payload: rest}
+	*f = frame{Kind: kind, From: Peer{Name: string(name), Addr: addr}, Topic: string(topic), Epoch: epoch, Seq: seq, Payload: rest}
 	return nil
 }
 

@@ -17,7 +17,7 @@ func mustAddr(s string) netip.Addr {
 
 func TestFrameRoundTrip(t *testing.T) {
 	tests := []frame{
-		{Kind: kindTopic, From: Peer{"vs1", mustAddr("192.168.0.1")}, Topic: "vrrp/www", Payload: []byte{1, 2, 3}},
+		{Kind: kindTopic, From: Peer{"vs1", mustAddr("192.168.0.1")}, Topic: "vrrp/www", Epoch: 1 << 60, Seq: 7, Payload: []byte{1, 2, 3}},
 		{Kind: kindTopic, From: Peer{"vs2", mustAddr("fd99::2")}, Topic: "t", Payload: nil},
 		{Kind: kindTopic, From: Peer{Name: "no-addr"}, Topic: "t", Payload: []byte("x")},
 		{Kind: kindState, From: Peer{"vs1", mustAddr("10.99.0.1")}, Payload: []byte(`[]`)},
@@ -31,7 +31,7 @@ func TestFrameRoundTrip(t *testing.T) {
 		if err := g.UnmarshalBinary(b); err != nil {
 			t.Fatalf("%+v: %v", f, err)
 		}
-		if g.Kind != f.Kind || g.From != f.From || g.Topic != f.Topic || !bytes.Equal(g.Payload, f.Payload) {
+		if g.Kind != f.Kind || g.From != f.From || g.Topic != f.Topic || g.Epoch != f.Epoch || g.Seq != f.Seq || !bytes.Equal(g.Payload, f.Payload) {
 			t.Fatalf("round trip: got %+v, want %+v", g, f)
 		}
 	}
@@ -59,6 +59,7 @@ func TestFrameErrors(t *testing.T) {
 		"name cut":  good[:5],
 		"addr len":  append(append([]byte{}, good[:7]...), 5, 1, 2, 3, 4, 5, 1, 't'),
 		"topic cut": good[:len(good)-3],
+		"seq cut":   good[:len(good)-12],
 	}
 	for name, b := range corrupt {
 		var f frame
@@ -109,7 +110,7 @@ func FuzzFrame(f *testing.F) {
 			t.Fatalf("decoded %+v but cannot encode it: %v", fr, err)
 		}
 		var again frame
-		if err := again.UnmarshalBinary(out); err != nil || again.From != fr.From || again.Topic != fr.Topic || !bytes.Equal(again.Payload, fr.Payload) {
+		if err := again.UnmarshalBinary(out); err != nil || again.From != fr.From || again.Topic != fr.Topic || again.Seq != fr.Seq || again.Epoch != fr.Epoch || !bytes.Equal(again.Payload, fr.Payload) {
 			t.Fatalf("re-encode mismatch: %+v vs %+v (%v)", fr, again, err)
 		}
 	})

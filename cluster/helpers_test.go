@@ -26,6 +26,27 @@ import (
 type cutTransport struct {
 	*memberlist.NetTransport
 	cut atomic.Bool
+
+	mu        sync.Mutex
+	recording bool
+	recorded  []recordedPacket // packets written while recording
+}
+
+type recordedPacket struct {
+	b  []byte
+	to memberlist.Address
+}
+
+// record starts or stops keeping a copy of every packet sent.
+func (t *cutTransport) record(on bool) []recordedPacket {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.recording = on
+	out := t.recorded
+	if on {
+		t.recorded = nil
+	}
+	return out
 }
 
 var errCut = errors.New("test partition: link cut")
@@ -41,6 +62,11 @@ func (t *cutTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time
 	if t.cut.Load() {
 		return time.Now(), nil
 	}
+	t.mu.Lock()
+	if t.recording {
+		t.recorded = append(t.recorded, recordedPacket{append([]byte(nil), b...), a})
+	}
+	t.mu.Unlock()
 	return t.NetTransport.WriteToAddress(b, a)
 }
 

@@ -22,7 +22,7 @@ func (c *Channel) Broadcast(topic string, payload []byte) error {
 	if len(payload) > MaxPayload {
 		return fmt.Errorf("cluster broadcast on %q: payload of %d bytes exceeds %d", topic, len(payload), MaxPayload)
 	}
-	b, err := frame{Kind: kindTopic, From: c.self, Topic: topic, Payload: payload}.MarshalBinary()
+	b, err := frame{Kind: kindTopic, From: c.self, Topic: topic, Epoch: uint64(c.epoch), Seq: c.seq.Add(1), Payload: payload}.MarshalBinary()
 	if err != nil {
 		return fmt.Errorf("cluster broadcast: %w", err)
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,6 +29,35 @@ import (
 type nsTransport struct {
 	*memberlist.NetTransport
 	h *netlab.Host
+
+	// memberlist does not wait for its probe goroutines on Shutdown, so
+	// the transport tracks its dials and lets none run after it, when the
+	// lab may be closing the namespace handle.
+	mu     sync.Mutex
+	closed bool
+	dials  sync.WaitGroup
+}
+
+func (t *nsTransport) inNS(dial func() (net.Conn, error)) (net.Conn, error) {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, errors.New("transport shut down")
+	}
+	t.dials.Add(1)
+	t.mu.Unlock()
+	defer t.dials.Done()
+	var c net.Conn
+	err := t.h.Do(func() (err error) { c, err = dial(); return })
+	return c, err
+}
+
+func (t *nsTransport) Shutdown() error {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.dials.Wait()
+	return t.NetTransport.Shutdown()
 }
 
 func newNSTransport(t *testing.T, h *netlab.Host, bind netip.Addr, port int) *nsTransport {
@@ -44,15 +75,11 @@ func newNSTransport(t *testing.T, h *netlab.Host, bind netip.Addr, port int) *ns
 }
 
 func (t *nsTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	var c net.Conn
-	err := t.h.Do(func() (err error) { c, err = t.NetTransport.DialTimeout(addr, timeout); return })
-	return c, err
+	return t.inNS(func() (net.Conn, error) { return t.NetTransport.DialTimeout(addr, timeout) })
 }
 
 func (t *nsTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	var c net.Conn
-	err := t.h.Do(func() (err error) { c, err = t.NetTransport.DialAddressTimeout(a, timeout); return })
-	return c, err
+	return t.inNS(func() (net.Conn, error) { return t.NetTransport.DialAddressTimeout(a, timeout) })
 }
 
 // blockVRRP makes h's firewall drop what clouds drop: IP protocol 112 and

@@ -148,6 +148,9 @@ type Stats struct {
 	// StatePushes / StatePushErrors: state records sent to peers.
 	StatePushes     uint64
 	StatePushErrors uint64
+	// Replayed: topic messages dropped as replays (seen before, too old,
+	// or from a sender's earlier run).
+	Replayed uint64
 	// Dropped: topic messages or events dropped because a queue was full,
 	// and handler or event callback panics.
 	InboxDropped  uint64
