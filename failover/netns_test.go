@@ -128,6 +128,10 @@ func TestNetnsVIPAddRemoveIdempotent(t *testing.T) {
 	if a6.Flags&unix.IFA_F_NODAD == 0 || a6.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0 {
 		t.Fatalf("IPv6 VIP flags %#x: want nodad, not tentative", a6.Flags)
 	}
+	// Deprecated: the director's own traffic does not leave from the VIP.
+	if out := vs1.MustRun(t, "ip", "-6", "route", "get", "fd99::3"); !strings.Contains(out, "src fd99::1 ") {
+		t.Fatalf("source for a neighbour is not the host's address:\n%s", out)
+	}
 	// Again: nothing to do, no error.
 	if err := c.BecomeMaster(ctx); err != nil {
 		t.Fatalf("second BecomeMaster: %v", err)
