@@ -460,6 +460,11 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(base))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := Parse("fuzz.toml", data)
+		// deterministic: the same input gives the same errors or digest
+		s2, err2 := Parse("fuzz.toml", data)
+		if (err == nil) != (err2 == nil) || err != nil && err.Error() != err2.Error() || err == nil && s.Digest() != s2.Digest() {
+			t.Fatalf("two parses differ:\n%v\n---\n%v", err, err2)
+		}
 		if err != nil {
 			var errs Errors
 			if !errors.As(err, &errs) || len(errs) == 0 {

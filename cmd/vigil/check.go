@@ -127,7 +127,11 @@ func writeInstance(w io.Writer, s *config.Site, in *config.Instance, d *config.D
 	prio := in.PriorityOf(d)
 	transport := in.Transport
 	if in.Transport == "vrrp" {
-		transport = fmt.Sprintf("VRRPv%d multicast", in.Version)
+		group := "224.0.0.18"
+		if in.IPv6() {
+			group = "ff02::12"
+		}
+		transport = fmt.Sprintf("VRRPv%d multicast to %s", in.Version, group)
 		if in.Unicast {
 			transport = fmt.Sprintf("VRRPv%d unicast to %s", in.Version, joinAddrs(s.UnicastPeers(in, d)))
 		}
