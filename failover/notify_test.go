@@ -115,7 +115,7 @@ func TestNotifyTimeoutKillsProcessGroupAndQueueGoesOn(t *testing.T) {
 	// both, and the next transition must still run.
 	slow := script(t, dir, "slow", `if [ "$3" = MASTER ]; then sleep 60 & echo $! > `+pidFile+`; sleep 60; fi
 echo "$3" >> `+out+"\n")
-	n, err := NewNotifier(NotifyConfig{Commands: []NotifyCommand{{Argv: []string{slow}}}, Timeout: 500 * time.Millisecond, Logger: quietLog()})
+	n, err := NewNotifier(NotifyConfig{Commands: []NotifyCommand{{Argv: []string{slow}}}, Timeout: 2 * time.Second, Logger: quietLog()})
 	if err != nil {
 		t.Fatal(err)
 	}
