@@ -77,6 +77,9 @@ const (
 	// pushRetry is the delay before re-sending our state to a peer that
 	// could not be reached.
 	pushRetry = time.Second
+	// deadNodeReclaim is how long a dead director's name stays bound to
+	// its old address.
+	deadNodeReclaim = 10 * time.Second
 )
 
 // New validates cfg, loads the key and creates the memberlist (binding
@@ -133,6 +136,9 @@ func New(cfg Config) (*Channel, error) {
 	mc.GossipInterval = t.GossipInterval
 	mc.PushPullInterval = t.PushPullInterval
 	mc.TCPTimeout = t.TCPTimeout
+	// A director that died may come back on another address (a new
+	// site file); without this memberlist refuses it forever.
+	mc.DeadNodeReclaimTime = deadNodeReclaim
 	mc.Delegate = (*mlDelegate)(c)
 	mc.Events = (*mlEvents)(c)
 	mc.Ping = (*mlPing)(c)

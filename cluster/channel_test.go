@@ -3,6 +3,8 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"io"
+	"log"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -10,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 func TestJoinStateAndLeave(t *testing.T) {
@@ -370,4 +374,35 @@ func TestReplayDropped(t *testing.T) {
 	// Fresh messages still pass.
 	a.Broadcast("vrrp", []byte("next"))
 	waitUntil(t, "a fresh message", 10*time.Second, func() bool { return got.Load() == 2 })
+}
+
+// TestDriftClearedByRestartedPeer: the director in drift crashes, is given
+// the right site file and comes back; the survivor clears the drift.
+func TestDriftClearedByRestartedPeer(t *testing.T) {
+	a, b := pair(t)
+	a.SetLocal(State{ConfigDigest: "d1"})
+	b.SetLocal(State{ConfigDigest: "d2"})
+	a.events.waitFor(t, "drift on vs1", 10*time.Second, kindIs(Drift, "vs2"))
+	port := b.tr.GetAutoBindPort()
+	b.Close()
+	a.events.waitFor(t, "vs1 to see vs2 gone", 15*time.Second, kindIs(PeerLeave, "vs2"))
+	if d := a.Drift(); len(d) != 1 {
+		t.Fatalf("drift report of the dead peer dropped: %+v", d)
+	}
+
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+		BindAddrs: []string{"127.0.0.1"}, BindPort: port, Logger: log.New(io.Discard, "", 0)})
+	if err != nil {
+		t.Fatalf("rebind port %d: %v", port, err)
+	}
+	b2 := newNode(t, spec{name: "vs2", site: "www", key: testKey, timings: testTimings()},
+		&cutTransport{NetTransport: nt}, []netip.AddrPort{a.LocalAddr()})
+	b2.SetLocal(State{ConfigDigest: "d1"})
+	if err := b2.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	a.events.waitFor(t, "drift cleared on vs1", 15*time.Second, kindIs(DriftCleared, "vs2"))
+	if n := b2.events.count(kindIs(Drift, "")); n != 0 {
+		t.Fatalf("restarted vs2 raised drift %d times", n)
+	}
 }

@@ -15,14 +15,14 @@ type driftDetector struct {
 	reports map[string]DriftReport // by peer name
 }
 
-// peerDigest is one alive peer's published digest ("" = unknown).
+// peerDigest is one peer's last published digest ("" = unknown).
 type peerDigest struct {
 	Peer   Peer
 	Digest string
 }
 
-// update compares local with every alive peer's digest. Peers not listed
-// (dead or left) lose their report without an event: PeerLeave says it.
+// update compares local with every peer's last known digest. Peers no
+// longer listed lose their report without an event.
 func (d *driftDetector) update(now time.Time, local string, peers []peerDigest) []Event {
 	if d.reports == nil {
 		d.reports = make(map[string]DriftReport)

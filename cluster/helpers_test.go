@@ -213,35 +213,7 @@ func startCluster(t testing.TB, specs ...spec) []*node {
 	}
 	nodes := make([]*node, len(specs))
 	for i, s := range specs {
-		n := &node{tr: trs[i], events: &eventLog{}, logs: &logBuffer{}}
-		cfg := Config{
-			Site:      s.site,
-			NodeName:  s.name,
-			BindAddr:  netip.MustParseAddr("127.0.0.1"),
-			Port:      int(addrs[i].Port()),
-			Peers:     addrs, // includes our own: must be ignored
-			Timings:   s.timings,
-			OnEvent:   n.events.add,
-			Logger:    slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-			Transport: trs[i],
-		}
-		if s.key == "" {
-			cfg.Insecure = true
-		} else {
-			cfg.KeyFile = writeKey(t, s.key)
-		}
-		ch, err := New(cfg)
-		if err != nil {
-			t.Fatalf("New(%s): %v", s.name, err)
-		}
-		n.Channel = ch
-		nodes[i] = n
-		t.Cleanup(func() {
-			ch.Close()
-			if t.Failed() {
-				t.Logf("--- log of %s ---\n%s", s.name, n.logs.String())
-			}
-		})
+		nodes[i] = newNode(t, s, trs[i], addrs)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -251,6 +223,40 @@ func startCluster(t testing.TB, specs ...spec) []*node {
 		}
 	}
 	return nodes
+}
+
+// newNode creates (but does not start) one node on tr.
+func newNode(t testing.TB, s spec, tr *cutTransport, peers []netip.AddrPort) *node {
+	t.Helper()
+	n := &node{tr: tr, events: &eventLog{}, logs: &logBuffer{}}
+	cfg := Config{
+		Site:      s.site,
+		NodeName:  s.name,
+		BindAddr:  netip.MustParseAddr("127.0.0.1"),
+		Port:      tr.GetAutoBindPort(),
+		Peers:     peers, // may include our own: must be ignored
+		Timings:   s.timings,
+		OnEvent:   n.events.add,
+		Logger:    slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Transport: tr,
+	}
+	if s.key == "" {
+		cfg.Insecure = true
+	} else {
+		cfg.KeyFile = writeKey(t, s.key)
+	}
+	ch, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New(%s): %v", s.name, err)
+	}
+	n.Channel = ch
+	t.Cleanup(func() {
+		ch.Close()
+		if t.Failed() {
+			t.Logf("--- log of %s ---\n%s", s.name, n.logs.String())
+		}
+	})
+	return n
 }
 
 // testTimings are the defaults with a quicker re-join so heal tests stay

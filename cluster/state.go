@@ -141,7 +141,8 @@ func (c *Channel) Peers() []PeerView {
 	return out
 }
 
-// Drift lists the alive peers whose config digest differs from ours.
+// Drift lists the peers whose last known config digest differs from ours
+// (a peer that is down keeps its report until it publishes a new digest).
 func (c *Channel) Drift() []DriftReport {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -170,13 +171,16 @@ func (c *Channel) evaluateLocked() []Event {
 	}
 	addClaims(c.local.State)
 	for _, p := range c.peers {
-		if !p.alive {
-			continue
-		}
+		// Drift is judged on every peer's last known digest, dead or
+		// alive: a peer that was fixed and restarted clears its drift
+		// when its new state arrives. Master claims count only while
+		// the claimant is alive.
 		d := peerDigest{Peer: Peer{Name: p.name, Addr: p.addr.Addr()}}
 		if p.state != nil {
 			d.Digest = p.state.State.ConfigDigest
-			addClaims(p.state.State)
+			if p.alive {
+				addClaims(p.state.State)
+			}
 		}
 		digests = append(digests, d)
 	}
