@@ -727,6 +727,13 @@ func (in *Instance) receive(p Packet) {
 
 func (in *Instance) receiveLocked(fx *effects, p Packet) {
 	a, err := Unmarshal(p.Payload, p.Src, p.Dst)
+	if g := groupOf(p.Dst.Unmap()); ReasonOf(err) == DropChecksum && p.Dst.Unmap() != g {
+		// keepalived before 2.0 (and unicast_checksum_compat) computes
+		// unicast v3 checksums with the multicast group as destination.
+		if a2, err2 := Unmarshal(p.Payload, p.Src, g); err2 == nil {
+			a, err = a2, nil
+		}
+	}
 	if err != nil {
 		in.countDrop(ReasonOf(err), err.Error(), p)
 		return

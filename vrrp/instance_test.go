@@ -541,3 +541,32 @@ func TestEventCallbackPanicDoesNotStopElection(t *testing.T) {
 		t.Fatal("a cancelled (not stopped) master sent a priority-0 advert")
 	}
 }
+
+func TestUnicastChecksumCompat(t *testing.T) {
+	r := newRig(t, Config{Priority: 100})
+	peer, me := netip.MustParseAddr(peerH), netip.MustParseAddr(self)
+	a := Advert{Version: 3, VRID: 51, Priority: 200, Interval: time.Second}
+	for _, csumDst := range []netip.Addr{me, Group4} { // RFC, then old keepalived
+		b, err := a.Marshal(peer, csumDst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.tr.deliver(Packet{Payload: b, Src: peer, Dst: me, TTL: 255})
+	}
+	if st := r.in.Status(); st.Counters.AdvertsReceived != 2 || len(st.Counters.Dropped) != 0 {
+		t.Fatalf("counters %+v", st.Counters)
+	}
+}
+
+func BenchmarkCodec(b *testing.B) {
+	a := Advert{Version: 3, VRID: 51, Priority: 100, Interval: time.Second, Addrs: []netip.Addr{vip4, netip.MustParseAddr("10.99.0.101")}}
+	for b.Loop() {
+		p, err := a.Marshal(src4, Group4)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := Unmarshal(p, src4, Group4); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

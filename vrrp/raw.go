@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 )
@@ -28,7 +30,10 @@ type RawConfig struct {
 	// Peers switches to unicast: one copy of each advert to every peer
 	// (our own address, if listed, is skipped), and only packets from a
 	// peer are accepted. Empty means multicast to 224.0.0.18 / ff02::12.
-	Peers  []netip.Addr
+	Peers []netip.Addr
+	// Netns, when open, is the network namespace to create the socket in
+	// (it stays there); by default the calling thread's.
+	Netns  netns.NsHandle
 	Logger *slog.Logger
 }
 
@@ -53,6 +58,49 @@ type RawTransport struct {
 // NewRawTransport opens the socket, joins the group (multicast) and starts
 // reading.
 func NewRawTransport(cfg RawConfig) (*RawTransport, error) {
+	if !cfg.Netns.IsOpen() {
+		return newRawTransport(cfg)
+	}
+	var (
+		t   *RawTransport
+		err error
+	)
+	if nerr := inNetns(cfg.Netns, func() { t, err = newRawTransport(cfg) }); nerr != nil {
+		return nil, nerr
+	}
+	return t, err
+}
+
+// inNetns runs f on a locked OS thread switched into ns.
+func inNetns(ns netns.NsHandle, f func()) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("vrrp transport: current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("vrrp transport: enter netns: %w", err)
+			return
+		}
+		f()
+		if err := netns.Set(orig); err != nil {
+			// Stay locked: the runtime discards this thread on exit.
+			errc <- nil
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- nil
+	}()
+	return <-errc
+}
+
+func newRawTransport(cfg RawConfig) (*RawTransport, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
