@@ -19,6 +19,25 @@ type decoder struct {
 	pos  *positions
 	errs Errors
 	bad  map[string]bool // paths already reported: one error per value
+
+	fieldCache map[reflect.Type]fieldIndex
+}
+
+type fieldIndex struct {
+	byKey map[string]int
+	keys  []string
+}
+
+func (d *decoder) fields(t reflect.Type) (map[string]int, []string) {
+	if f, ok := d.fieldCache[t]; ok {
+		return f.byKey, f.keys
+	}
+	if d.fieldCache == nil {
+		d.fieldCache = map[reflect.Type]fieldIndex{}
+	}
+	m, k := fields(t)
+	d.fieldCache[t] = fieldIndex{m, k}
+	return m, k
 }
 
 func (d *decoder) errorf(at pos, fix, format string, args ...any) {
@@ -298,7 +317,7 @@ func (d *decoder) decode(rv reflect.Value, raw any, p path) {
 			d.valErr(p, "", "%s must be a table, not %s", name(p), typeName(raw))
 			return
 		}
-		idx, names := fields(rv.Type())
+		idx, names := d.fields(rv.Type())
 		for _, k := range sortedKeys(m) {
 			kp := p.child(k)
 			i, known := idx[k]

@@ -55,12 +55,21 @@ func (ps *positions) valAt(p path) pos {
 	return ps.keyAt(p)
 }
 
+// The scanner builds path keys (path.key form) as strings directly: it
+// runs over every key of a large site on each reload.
 type scanner struct {
 	src        string
 	i          int
 	lineStarts []int
 	ps         *positions
-	aot        map[string]int // array-of-tables path -> elements seen
+	aot        map[string]int // array-of-tables path key -> elements seen
+}
+
+func childKey(k, seg string) string {
+	if k == "" {
+		return seg
+	}
+	return k + "\x00" + seg
 }
 
 func scanPositions(src string) *positions {
@@ -131,15 +140,14 @@ func (s *scanner) skipLine() {
 	}
 }
 
-func (s *scanner) setKey(p path, off int) {
-	k := p.key()
+func (s *scanner) setKey(k string, off int) {
 	if _, ok := s.ps.keys[k]; !ok {
 		s.ps.keys[k] = s.posOf(off)
 	}
 }
 
 func (s *scanner) document() {
-	var table path
+	var table string
 	for {
 		s.skipBlank()
 		if s.i >= len(s.src) {
@@ -166,36 +174,35 @@ func (s *scanner) document() {
 
 // resolve turns written segments into a path, descending into the last
 // element of each array of tables on the way.
-func (s *scanner) resolve(prefix path, segs []string) path {
-	p := append(path{}, prefix...)
+func (s *scanner) resolve(segs []string) string {
+	p := ""
 	for _, seg := range segs {
-		p = p.child(seg)
-		if n, ok := s.aot[p.key()]; ok && n > 0 {
-			p = p.index(n - 1)
+		p = childKey(p, seg)
+		if n, ok := s.aot[p]; ok && n > 0 {
+			p = childKey(p, strconv.Itoa(n-1))
 		}
 	}
 	return p
 }
 
-func (s *scanner) header(array bool) path {
+func (s *scanner) header(array bool) string {
 	s.skipSpace()
 	segs, offs := s.keys()
 	if len(segs) == 0 {
-		return nil
+		return ""
 	}
-	parent := s.resolve(nil, segs[:len(segs)-1])
 	for j := range segs[:len(segs)-1] {
-		s.setKey(s.resolve(nil, segs[:j+1]), offs[j])
+		s.setKey(s.resolve(segs[:j+1]), offs[j])
 	}
 	last := len(segs) - 1
-	p := parent.child(segs[last])
+	p := childKey(s.resolve(segs[:last]), segs[last])
 	s.setKey(p, offs[last])
 	if !array {
 		return p
 	}
-	n := s.aot[p.key()]
-	s.aot[p.key()] = n + 1
-	el := p.index(n)
+	n := s.aot[p]
+	s.aot[p] = n + 1
+	el := childKey(p, strconv.Itoa(n))
 	s.setKey(el, offs[last])
 	return el
 }
@@ -263,14 +270,14 @@ func (s *scanner) simpleKey() (string, bool) {
 }
 
 // keyval reads "key = value" inside table (or an inline table at table).
-func (s *scanner) keyval(table path) {
+func (s *scanner) keyval(table string) {
 	segs, offs := s.keys()
 	if len(segs) == 0 {
 		return
 	}
 	p := table
 	for j, seg := range segs {
-		p = p.child(seg)
+		p = childKey(p, seg)
 		s.setKey(p, offs[j])
 	}
 	s.skipSpace()
@@ -282,8 +289,8 @@ func (s *scanner) keyval(table path) {
 	s.value(p)
 }
 
-func (s *scanner) value(p path) {
-	s.ps.vals[p.key()] = s.posOf(s.i)
+func (s *scanner) value(p string) {
+	s.ps.vals[p] = s.posOf(s.i)
 	switch c := s.peek(); c {
 	case '"', '\'':
 		s.str(c)
@@ -295,7 +302,7 @@ func (s *scanner) value(p path) {
 				break
 			}
 			before := s.i
-			s.value(p.index(n))
+			s.value(childKey(p, strconv.Itoa(n)))
 			s.skipBlank()
 			if s.peek() == ',' {
 				s.i++

@@ -194,7 +194,7 @@ func (v *validator) mergeCheck(base, own Check, p path) Check {
 		return own
 	}
 	out := cloneCheck(base)
-	idx, _ := fields(reflect.TypeOf(Check{}))
+	idx, _ := v.fields(reflect.TypeOf(Check{}))
 	ov, bv := reflect.ValueOf(own), reflect.ValueOf(&out).Elem()
 	for k := range m {
 		if i, ok := idx[k]; ok {
