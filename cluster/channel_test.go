@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -404,5 +405,46 @@ func TestDriftClearedByRestartedPeer(t *testing.T) {
 	a.events.waitFor(t, "drift cleared on vs1", 15*time.Second, kindIs(DriftCleared, "vs2"))
 	if n := b2.events.count(kindIs(Drift, "")); n != 0 {
 		t.Fatalf("restarted vs2 raised drift %d times", n)
+	}
+}
+
+func TestIPv6(t *testing.T) {
+	lo := netip.MustParseAddr("::1")
+	if l, err := net.ListenUDP("udp6", &net.UDPAddr{IP: lo.AsSlice()}); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		l.Close()
+	}
+	key := writeKey(t, testKey)
+	var chans []*Channel
+	mk := func(name string, peers []netip.AddrPort) *Channel {
+		ch, err := New(Config{Site: "www", NodeName: name, BindAddr: lo, Peers: peers, KeyFile: key,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ch.Close() })
+		chans = append(chans, ch)
+		return ch
+	}
+	a := mk("vs1", nil)
+	b := mk("vs2", []netip.AddrPort{a.LocalAddr()})
+	got := make(chan netip.Addr, 1)
+	a.Messenger("vrrp").SetHandler(func(from netip.Addr, _ []byte) { got <- from })
+	for _, c := range chans {
+		c.Start(t.Context())
+	}
+	waitUntil(t, "IPv6 pair joined", 15*time.Second, func() bool {
+		p := a.Peers()
+		return len(p) == 1 && p[0].Alive && p[0].Addr == b.LocalAddr()
+	})
+	b.Messenger("vrrp").Broadcast([]byte("x"))
+	select {
+	case from := <-got:
+		if from != lo {
+			t.Fatalf("from %v", from)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message over IPv6")
 	}
 }

@@ -91,9 +91,9 @@ func (w *mlLog) Write(p []byte) (int, error) {
 	suppressed := w.quiet[kind]
 	w.last[kind], w.quiet[kind] = now, 0
 	w.mu.Unlock()
-	what := "dropped a packet that failed authentication (wrong or missing cluster key?)"
+	what := "dropped a message that failed authentication (wrong or missing cluster key?)"
 	if kind == rejectLabel {
-		what = "dropped a packet from another site (cluster label differs)"
+		what = "dropped a message from another site (cluster label differs)"
 	}
 	w.log.Warn(what, "component", "memberlist", "detail", msg, "suppressed", suppressed)
 	return len(p), nil

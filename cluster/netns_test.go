@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -195,6 +196,9 @@ func TestNetnsChannelWithVRRPBlocked(t *testing.T) {
 		return p.Alive && n1.events.count(kindIs(PeerJoin, "vs2")) >= 2
 	})
 	got.Store(0)
+	if os.Getenv("CLUSTER_DUMP_LOGS") != "" {
+		t.Logf("vs1 log:\n%s", n1.logs.String())
+	}
 	waitUntil(t, "messages after the heal", 10*time.Second, func() bool {
 		n1.Messenger("vrrp").Broadcast([]byte("advert"))
 		return got.Load() > 0
