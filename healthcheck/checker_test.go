@@ -113,7 +113,50 @@ func runCheck(t *testing.T, s Spec, timeout time.Duration) Result {
 	if r.Latency <= 0 {
 		t.Errorf("result without latency: %+v", r)
 	}
+	// The scheduler runs TCP and HTTP checks on its epoll engine instead:
+	// it must reach the same verdict for the same reason.
+	if er, ok := engineCheck(t, s, timeout); ok && (er.Up != r.Up || er.Reason != r.Reason) {
+		t.Errorf("engine: up=%v %q; Check: up=%v %q", er.Up, er.Reason, r.Up, r.Reason)
+	}
 	return r
+}
+
+// engineCheck runs s once on a fresh engine, if s is an engine kind.
+func engineCheck(t *testing.T, s Spec, timeout time.Duration) (Result, bool) {
+	t.Helper()
+	c, err := New(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := newEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.close("test over")
+	var got *Result
+	e.finish = func(j *job, r Result) { got = &r }
+	ck := &check{spec: s.WithDefaults(), checker: c}
+	ck.spec.Timeout = timeout
+	start := time.Now()
+	if !(&Scheduler{}).startOnEngine(e, ck) {
+		return Result{}, false
+	}
+	for got == nil {
+		now := time.Now()
+		e.expire(now)
+		if dl, ok := e.nextDeadline(); ok && got == nil {
+			if err := e.poll(max0(dl.Sub(now))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if took := time.Since(start); took > timeout+500*time.Millisecond {
+		t.Errorf("engine check took %v, timeout %v", took, timeout)
+	}
+	if got.Latency <= 0 {
+		t.Errorf("engine result without latency: %+v", got)
+	}
+	return *got, true
 }
 
 func expect(t *testing.T, r Result, up bool, reason string) {

@@ -17,7 +17,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // HTTPChecker sends one HTTP/1.0 request (keep-alive off, redirects not
@@ -31,6 +34,11 @@ type HTTPChecker struct {
 	re       *regexp.Regexp
 	md5      []byte
 	needBody bool
+	okReason atomic.Value // statusReason
+
+	// Cached by the engine (the scheduler's goroutine only).
+	sa     unix.Sockaddr
+	family int
 }
 
 func newHTTPChecker(s Spec) (*HTTPChecker, error) {
@@ -132,137 +140,138 @@ func (h *HTTPChecker) ioFailure(start, deadline time.Time, doing string, err err
 
 const maxHeader = 64 << 10
 
-// readResponse reads the status line (and, when a body check needs it,
-// the headers and body) from r, using buf as the first buffer.
+// readResponse reads from r into buf (growing it) until judge decides.
 func (h *HTTPChecker) readResponse(start, deadline time.Time, r io.Reader, buf []byte, proto string) Result {
 	n := 0
-	status := 0
-	headerEnd := -1
-	var rerr error
 	for {
-		if status == 0 {
-			if i := bytes.IndexByte(buf[:n], '\n'); i >= 0 {
-				code, ok := parseStatusLine(buf[:i])
-				if !ok {
-					line := string(bytes.TrimRight(buf[:min(i, 80)], "\r"))
-					return fail(start, "malformed status line %q from %s", line, h.addr)
-				}
-				status = code
-				if !h.needBody || !h.expected(status) {
-					break
-				}
-			}
-		}
-		if status != 0 {
-			if i := bytes.Index(buf[:n], []byte("\r\n\r\n")); i >= 0 {
-				headerEnd = i + 4
-				break
-			}
-			if i := bytes.Index(buf[:n], []byte("\n\n")); i >= 0 {
-				headerEnd = i + 2
-				break
-			}
-		}
-		if rerr != nil {
-			break
-		}
 		if n == len(buf) {
-			if len(buf) >= maxHeader {
-				return fail(start, "%s headers from %s larger than %d bytes", proto, h.addr, maxHeader)
-			}
 			nb := make([]byte, 2*len(buf))
 			copy(nb, buf[:n])
 			buf = nb
 		}
-		var m int
-		m, rerr = r.Read(buf[n:])
+		m, err := r.Read(buf[n:])
 		n += m
-	}
-	if status == 0 {
-		if rerr == nil || errors.Is(rerr, io.EOF) {
-			return fail(start, "connection closed by %s before a status line", h.addr)
+		eof := errors.Is(err, io.EOF)
+		if res, done := h.judge(start, buf[:n], eof, proto); done {
+			return res
 		}
-		return h.ioFailure(start, deadline, "waiting for the response from", rerr)
+		if err != nil && !eof {
+			return h.ioFailure(start, deadline, "waiting for the response from", err)
+		}
+	}
+}
+
+// judge decides on the response bytes received so far (all of them when
+// eof): done is false while more bytes are needed.
+func (h *HTTPChecker) judge(start time.Time, resp []byte, eof bool, proto string) (Result, bool) {
+	i := bytes.IndexByte(resp, '\n')
+	if i < 0 {
+		switch {
+		case eof:
+			return fail(start, "connection closed by %s before a status line", h.addr), true
+		case len(resp) >= maxHeader:
+			return fail(start, "%s status line from %s longer than %d bytes", proto, h.addr, maxHeader), true
+		}
+		return Result{}, false
+	}
+	status, ok := parseStatusLine(resp[:i])
+	if !ok {
+		line := string(bytes.TrimRight(resp[:min(i, 80)], "\r"))
+		return fail(start, "malformed status line %q from %s", line, h.addr), true
 	}
 	if !h.expected(status) {
-		return fail(start, "%s %d from %s (want %s)", proto, status, h.addr, h.want())
+		return fail(start, "%s %d from %s (want %s)", proto, status, h.addr, h.want()), true
 	}
 	if !h.needBody {
-		return pass(start, "%s %d from %s", proto, status, h.addr)
+		return h.passStatus(start, proto, status), true
+	}
+	headerEnd := -1
+	if j := bytes.Index(resp, []byte("\r\n\r\n")); j >= 0 {
+		headerEnd = j + 4
+	} else if j := bytes.Index(resp, []byte("\n\n")); j >= 0 {
+		headerEnd = j + 2
 	}
 	if headerEnd < 0 {
-		if rerr == nil || errors.Is(rerr, io.EOF) {
-			return fail(start, "%s %d from %s: connection closed inside the headers", proto, status, h.addr)
+		switch {
+		case eof:
+			return fail(start, "%s %d from %s: connection closed inside the headers", proto, status, h.addr), true
+		case len(resp) >= maxHeader:
+			return fail(start, "%s headers from %s larger than %d bytes", proto, h.addr, maxHeader), true
 		}
-		return h.ioFailure(start, deadline, "reading the headers from", rerr)
+		return Result{}, false
 	}
-	body, err := readBody(buf[:headerEnd], buf[headerEnd:n], r, rerr)
-	if err != nil && !errors.Is(err, errBodyTooLarge) {
-		return h.ioFailure(start, deadline, "reading the body from", err)
+	length, chunked := bodyFraming(resp[:headerEnd])
+	body := resp[headerEnd:]
+	tooLarge := len(body) > MaxBody
+	switch {
+	case tooLarge:
+		body = body[:MaxBody]
+	case length >= 0 && !chunked && int64(len(body)) >= length:
+		body = body[:length]
+	case !eof:
+		return Result{}, false
+	}
+	if chunked {
+		decoded, err := io.ReadAll(httputil.NewChunkedReader(bytes.NewReader(body)))
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+			return fail(start, "%s %d from %s: bad chunked body: %v", proto, status, h.addr, err), true
+		}
+		body = decoded
 	}
 	if h.md5 != nil {
-		if err != nil {
-			return fail(start, "%s %d from %s: body larger than %d bytes, cannot check its MD5", proto, status, h.addr, MaxBody)
+		if tooLarge {
+			return fail(start, "%s %d from %s: body larger than %d bytes, cannot check its MD5", proto, status, h.addr, MaxBody), true
 		}
 		sum := md5.Sum(body)
 		if !bytes.Equal(sum[:], h.md5) {
-			return fail(start, "%s %d from %s: body MD5 %x, want %x", proto, status, h.addr, sum, h.md5)
+			return fail(start, "%s %d from %s: body MD5 %x, want %x", proto, status, h.addr, sum, h.md5), true
 		}
 	}
 	if s := h.spec.BodyContains; s != "" && !bytes.Contains(body, []byte(s)) {
-		return fail(start, "%s %d from %s: body does not contain %q", proto, status, h.addr, s)
+		return fail(start, "%s %d from %s: body does not contain %q", proto, status, h.addr, s), true
 	}
 	if h.re != nil && !h.re.Match(body) {
-		return fail(start, "%s %d from %s: body does not match %q", proto, status, h.addr, h.spec.BodyRegexp)
+		return fail(start, "%s %d from %s: body does not match %q", proto, status, h.addr, h.spec.BodyRegexp), true
 	}
-	return pass(start, "%s %d from %s, body as expected", proto, status, h.addr)
+	return pass(start, "%s %d from %s, body as expected", proto, status, h.addr), true
 }
 
-var errBodyTooLarge = errors.New("body too large")
+// passStatus is the passing result for a status, its reason built once
+// per status code rather than once per check.
+func (h *HTTPChecker) passStatus(start time.Time, proto string, status int) Result {
+	r, _ := h.okReason.Load().(statusReason)
+	if r.status != status {
+		r = statusReason{status, fmt.Sprintf("%s %d from %s", proto, status, h.addr)}
+		h.okReason.Store(r)
+	}
+	return Result{Up: true, Reason: r.reason, Latency: time.Since(start), Weight: NoWeight}
+}
 
-// readBody returns at most MaxBody bytes of the body whose headers are
-// head, which starts with have and continues in r (unless rerr ended r).
-func readBody(head, have []byte, r io.Reader, rerr error) ([]byte, error) {
-	length := int64(-1)
-	chunked := false
-	for line := range strings.SplitSeq(string(head), "\n") {
-		name, value, ok := strings.Cut(strings.TrimRight(line, "\r"), ":")
+type statusReason struct {
+	status int
+	reason string
+}
+
+// bodyFraming reads Content-Length (-1 if absent) and chunked encoding
+// from the response headers.
+func bodyFraming(head []byte) (length int64, chunked bool) {
+	length = -1
+	for line := range bytes.SplitSeq(head, []byte("\n")) {
+		name, value, ok := bytes.Cut(bytes.TrimRight(line, "\r"), []byte(":"))
 		if !ok {
 			continue
 		}
-		value = strings.TrimSpace(value)
+		value = bytes.TrimSpace(value)
 		switch {
-		case strings.EqualFold(name, "Content-Length"):
-			if v, err := strconv.ParseInt(value, 10, 64); err == nil && v >= 0 {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			if v, err := strconv.ParseInt(string(value), 10, 64); err == nil && v >= 0 {
 				length = v
 			}
-		case strings.EqualFold(name, "Transfer-Encoding"):
-			chunked = strings.Contains(strings.ToLower(value), "chunked")
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			chunked = bytes.Contains(bytes.ToLower(value), []byte("chunked"))
 		}
 	}
-	var rest io.Reader = bytes.NewReader(have)
-	if rerr == nil {
-		rest = io.MultiReader(rest, r)
-	}
-	if chunked {
-		rest = httputil.NewChunkedReader(rest)
-		length = -1
-	}
-	limit := int64(MaxBody)
-	if length >= 0 && length < limit {
-		limit = length
-	}
-	body, err := io.ReadAll(io.LimitReader(rest, limit+1))
-	if err != nil && !(errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
-		return body, err
-	}
-	if int64(len(body)) > MaxBody {
-		return body[:MaxBody], errBodyTooLarge
-	}
-	if length >= 0 && int64(len(body)) > length {
-		body = body[:length]
-	}
-	return body, nil
+	return length, chunked
 }
 
 // parseStatusLine parses "HTTP/1.x 200 OK" (a trailing \r allowed).

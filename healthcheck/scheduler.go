@@ -95,6 +95,11 @@ type Scheduler struct {
 	changes chan Change
 	running atomic.Bool
 
+	// Engine mode: how Set and goroutine checks wake the run loop.
+	wakeFn func() // guarded by mu
+	goMu   sync.Mutex
+	goDone []done // results of goroutine checks, guarded by goMu
+
 	// testIdle, when set by a test, receives the next due time whenever
 	// the run loop is idle (nothing in flight, no change queued): tests
 	// step the fake clock event by event.
@@ -206,11 +211,14 @@ func (s *Scheduler) Set(specs []Spec) error {
 		s.checks[c.key] = c
 		s.added = append(s.added, c)
 	}
-	s.mu.Unlock()
 	select {
 	case s.kick <- struct{}{}:
 	default:
 	}
+	if s.wakeFn != nil {
+		s.wakeFn()
+	}
+	s.mu.Unlock()
 	return nil
 }
 
@@ -238,10 +246,27 @@ func (s *Scheduler) Snapshot() []Status {
 // Run runs checks until ctx ends, then waits for the checks in flight
 // (each ends by its deadline, and sooner since ctx is cancelled) and
 // returns nil. It may be called once.
+//
+// On the real clock TCP and HTTP checks run on an epoll engine on Run's
+// goroutine (see engine); other kinds, and every kind under an injected
+// clock, run on a goroutine each.
 func (s *Scheduler) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("healthcheck: Scheduler.Run called twice")
 	}
+	if _, ok := s.clock.(realClock); ok {
+		e, err := newEngine()
+		if err != nil {
+			return fmt.Errorf("health checks: %w", err)
+		}
+		return s.runEngine(ctx, e)
+	}
+	return s.runChannels(ctx)
+}
+
+// runChannels is the run loop on channels and goroutines, used with an
+// injected clock.
+func (s *Scheduler) runChannels(ctx context.Context) error {
 	var (
 		due      checkHeap
 		pending  []Change
@@ -258,7 +283,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 				continue
 			}
 			inflight++
-			go s.runCheck(ctx, c, c.due)
+			go s.runCheck(ctx, c, c.due, s.sendResult)
 		}
 		if inflight < max && len(due) > 0 {
 			timer.Reset(due[0].due.Sub(now))
@@ -288,18 +313,18 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case <-timer.C():
 		case d := <-s.results:
 			inflight--
-			pending = s.complete(d, &due, pending)
+			s.complete(d, &due, &pending)
 			for more := true; more; {
 				select {
 				case d := <-s.results:
 					inflight--
-					pending = s.complete(d, &due, pending)
+					s.complete(d, &due, &pending)
 				default:
 					more = false
 				}
 			}
 		case <-s.kick:
-			pending = s.admit(&due, pending)
+			s.admit(&due, &pending)
 		case out <- head:
 			pending[0] = Change{}
 			pending = pending[1:]
@@ -308,7 +333,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 }
 
 // admit schedules the checks added by Set.
-func (s *Scheduler) admit(due *checkHeap, pending []Change) []Change {
+func (s *Scheduler) admit(due *checkHeap, pending *[]Change) {
 	s.mu.Lock()
 	added := s.added
 	s.added = nil
@@ -329,17 +354,16 @@ func (s *Scheduler) admit(due *checkHeap, pending []Change) []Change {
 		if c.spec.InitialUp {
 			reason = "initial state: up"
 		}
-		pending = append(pending, Change{Key: c.key, Spec: c.spec, Up: c.spec.InitialUp, Initial: true,
+		*pending = append(*pending, Change{Key: c.key, Spec: c.spec, Up: c.spec.InitialUp, Initial: true,
 			Reason: reason, Weight: NoWeight, At: now})
 	}
-	return pending
 }
 
 // complete records a result and schedules the next check.
-func (s *Scheduler) complete(d done, due *checkHeap, pending []Change) []Change {
+func (s *Scheduler) complete(d done, due *checkHeap, pending *[]Change) {
 	c := d.c
 	if c.removed.Load() {
-		return pending
+		return
 	}
 	now := s.clock.Now()
 	sp := &c.spec
@@ -354,7 +378,7 @@ func (s *Scheduler) complete(d done, due *checkHeap, pending []Change) []Change 
 	if flipped || reweighted {
 		ch := Change{Key: c.key, Spec: c.spec, Up: c.h.up, Reason: d.r.Reason,
 			Passes: c.h.passes, Fails: c.h.fails, Weight: c.h.weight, At: now}
-		pending = append(pending, ch)
+		*pending = append(*pending, ch)
 		if flipped {
 			state := "down"
 			if ch.Up {
@@ -375,7 +399,6 @@ func (s *Scheduler) complete(d done, due *checkHeap, pending []Change) []Change 
 	if s.opts.Observe != nil {
 		s.opts.Observe(Observation{Key: c.key, Scheduled: d.scheduled, Started: d.started, Result: d.r})
 	}
-	return pending
 }
 
 func (s *Scheduler) jitter(d time.Duration) time.Duration {
@@ -386,7 +409,7 @@ func (s *Scheduler) jitter(d time.Duration) time.Duration {
 }
 
 // runCheck runs one check on its own goroutine; a panic is a failure.
-func (s *Scheduler) runCheck(ctx context.Context, c *check, scheduled time.Time) {
+func (s *Scheduler) runCheck(ctx context.Context, c *check, scheduled time.Time, deliver func(done)) {
 	started := s.clock.Now()
 	deadline := time.Now().Add(c.spec.Timeout)
 	var r Result
@@ -398,8 +421,10 @@ func (s *Scheduler) runCheck(ctx context.Context, c *check, scheduled time.Time)
 		}()
 		r = c.checker.Check(ctx, deadline)
 	}()
-	s.results <- done{c: c, scheduled: scheduled, started: started, r: r}
+	deliver(done{c: c, scheduled: scheduled, started: started, r: r})
 }
+
+func (s *Scheduler) sendResult(d done) { s.results <- d }
 
 // checkHeap is a min-heap of checks by due time.
 type checkHeap []*check

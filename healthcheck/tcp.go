@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/netip"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TCPChecker passes when a listener accepts a connection at Addr. The
@@ -12,6 +14,19 @@ import (
 // costs the server application nothing, as HAProxy's does.
 type TCPChecker struct {
 	Addr netip.AddrPort
+
+	// Cached by the engine (the scheduler's goroutine only).
+	sa     unix.Sockaddr
+	family int
+	ok     string
+}
+
+// passResult is the passing result, its reason built once.
+func (t *TCPChecker) passResult(start time.Time) Result {
+	if t.ok == "" {
+		t.ok = "connected to " + t.Addr.String()
+	}
+	return Result{Up: true, Reason: t.ok, Latency: time.Since(start), Weight: NoWeight}
 }
 
 // Check connects and resets.

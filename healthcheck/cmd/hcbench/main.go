@@ -1,0 +1,247 @@
+// Command hcbench measures vigil's health checker at scale; it is the
+// vigil side of scripts/bench-healthcheck.sh, which runs HAProxy on the
+// same servers for comparison.
+//
+//	hcbench serve -port 18080
+//	    one listener on 0.0.0.0:PORT answers every 127.x.y.z address, so
+//	    one process stands for thousands of real servers; it answers any
+//	    HTTP request with 200 and closes.
+//	hcbench check -kind tcp|http -n 10000 -port 18080 -interval 1s -warmup 10s -window 30s
+//	    runs healthcheck.Scheduler over n servers, then prints the CPU
+//	    seconds it used per 1,000 checks in the window (getrusage), its
+//	    peak RSS (VmHWM) and how late checks started (p50, p99, max).
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/vigil-lb/vigil/healthcheck"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: hcbench serve|check [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "check":
+		err = check(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown command %q (want serve or check)", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hcbench:", err)
+		os.Exit(1)
+	}
+}
+
+// Addr is the i-th benchmark server: 127.10.0.1, ..., 250 per /24.
+func Addr(i int, port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, byte(10 + i/62500), byte(i / 250 % 250), byte(i%250 + 1)}), port)
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	port := fs.Int("port", 18080, "TCP port on 0.0.0.0")
+	fs.Parse(args)
+	l, err := net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", *port))
+	if err != nil {
+		return err
+	}
+	var requests atomic.Int64
+	go func() {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		<-sig
+		fmt.Printf("served %d requests\n", requests.Load())
+		os.Exit(0)
+	}()
+	reply := []byte("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n")
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			if strings.Contains(err.Error(), "too many open files") {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		go func() {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			r := bufio.NewReaderSize(c, 512)
+			for {
+				line, err := r.ReadSlice('\n')
+				if err != nil {
+					return
+				}
+				if len(line) <= 2 { // end of the request headers
+					break
+				}
+			}
+			requests.Add(1)
+			c.Write(reply)
+		}()
+	}
+}
+
+// histogram of lateness in 10 µs buckets up to 1 s.
+type histogram struct {
+	b     [100_001]int64
+	n     int64
+	max   time.Duration
+	early int64
+}
+
+func (h *histogram) add(d time.Duration) {
+	if d < 0 {
+		h.early++
+		d = 0
+	}
+	i := int(d / (10 * time.Microsecond))
+	if i >= len(h.b) {
+		i = len(h.b) - 1
+	}
+	h.b[i]++
+	h.n++
+	if d > h.max {
+		h.max = d
+	}
+}
+
+func (h *histogram) quantile(q float64) time.Duration {
+	want := int64(q * float64(h.n))
+	var sum int64
+	for i, c := range h.b {
+		sum += c
+		if sum > want {
+			return time.Duration(i+1) * 10 * time.Microsecond
+		}
+	}
+	return h.max
+}
+
+func cpu() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func vmHWM() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "?"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			return strings.TrimSpace(strings.TrimPrefix(l, "VmHWM:"))
+		}
+	}
+	return "?"
+}
+
+func check(args []string) error {
+	fs := flag.NewFlagSet("check", flag.ExitOnError)
+	kind := fs.String("kind", "tcp", "tcp or http")
+	n := fs.Int("n", 10000, "number of servers")
+	port := fs.Int("port", 18080, "server port")
+	interval := fs.Duration("interval", time.Second, "check interval")
+	warmup := fs.Duration("warmup", 10*time.Second, "run this long before measuring")
+	window := fs.Duration("window", 30*time.Second, "measure for this long")
+	profile := fs.String("cpuprofile", "", "write a CPU profile of the window to this file")
+	fs.Parse(args)
+
+	specs := make([]healthcheck.Spec, *n)
+	for i := range specs {
+		specs[i] = healthcheck.Spec{Kind: healthcheck.Kind(*kind), Target: Addr(i, uint16(*port)),
+			Interval: *interval, Timeout: *interval, Rise: 2, Fall: 3}
+	}
+	var (
+		measuring atomic.Bool
+		hist      histogram
+		checks    int64
+		fails     int64
+		lastFail  string
+	)
+	s := healthcheck.NewScheduler(healthcheck.Options{
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Observe: func(o healthcheck.Observation) { // on the scheduler goroutine
+			if !measuring.Load() {
+				return
+			}
+			checks++
+			hist.add(o.Started.Sub(o.Scheduled))
+			if !o.Result.Up {
+				fails++
+				lastFail = o.Result.Reason
+			}
+		},
+	})
+	if err := s.Set(specs); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var ups atomic.Int64
+	go func() {
+		for c := range s.Changes() {
+			if c.Up {
+				ups.Add(1)
+			} else if !c.Initial {
+				ups.Add(-1)
+			}
+		}
+	}()
+	time.Sleep(*warmup)
+	startCPU, start := cpu(), time.Now()
+	measuring.Store(true)
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			return err
+		}
+		pprof.StartCPUProfile(f)
+		defer f.Close()
+	}
+	time.Sleep(*window)
+	measuring.Store(false)
+	if *profile != "" {
+		pprof.StopCPUProfile()
+	}
+	usedCPU, elapsed := cpu()-startCPU, time.Since(start)
+	cancel()
+	<-done
+	// Read the scheduler-goroutine counters after Run returned.
+	perK := usedCPU.Seconds() / float64(checks) * 1000
+	fmt.Printf("kind=%s servers=%d interval=%v window=%.1fs\n", *kind, *n, *interval, elapsed.Seconds())
+	fmt.Printf("checks=%d rate=%.0f/s failed=%d up=%d\n", checks, float64(checks)/elapsed.Seconds(), fails, ups.Load())
+	if lastFail != "" {
+		fmt.Printf("last_failure=%q\n", lastFail)
+	}
+	fmt.Printf("cpu_seconds=%.3f cpu_per_1000=%.4f core_share=%.1f%%\n", usedCPU.Seconds(), perK, 100*usedCPU.Seconds()/elapsed.Seconds())
+	fmt.Printf("peak_rss=%s\n", vmHWM())
+	fmt.Printf("lateness_p50=%v lateness_p99=%v lateness_max=%v\n", hist.quantile(0.5), hist.quantile(0.99), hist.max.Round(time.Microsecond))
+	return nil
+}

@@ -1,0 +1,374 @@
+package healthcheck
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// engine runs TCP and HTTP checks as small state machines on one epoll
+// set, on the scheduler's goroutine: no goroutine, timer or channel per
+// check. A TCP check costs socket, two setsockopts, connect, epoll_ctl and
+// close; an HTTP check adds one write and one read. Sockets leave the epoll
+// set when closed (no EPOLL_CTL_DEL), the connect result is read from the
+// event flags (no getsockopt on success), and the request is written
+// without waiting for the handshake's last ACK, which rides on it.
+type engine struct {
+	epfd      int
+	evfd      int // eventfd that wakes epoll_wait from other goroutines
+	jobs      []*job
+	deadlines jobHeap
+	events    []unix.EpollEvent
+	free      []*job
+	finish    func(j *job, r Result) // the scheduler's completion
+	inflight  int
+}
+
+// job is one check in flight on the engine.
+type job struct {
+	fd       int
+	state    uint8
+	tcp      *TCPChecker  // one of tcp
+	http     *HTTPChecker // and http
+	addr     netip.AddrPort
+	start    time.Time
+	deadline time.Time
+	wrote    int
+	buf      []byte
+	n        int
+	hidx     int
+
+	// The scheduler's bookkeeping, opaque to the engine.
+	c         *check
+	scheduled time.Time
+}
+
+const (
+	stConnecting uint8 = iota
+	stSending
+	stReading
+)
+
+func newEngine() (*engine, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}); err != nil {
+		unix.Close(epfd)
+		unix.Close(evfd)
+		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
+	}
+	return &engine{epfd: epfd, evfd: evfd, events: make([]unix.EpollEvent, 256)}, nil
+}
+
+// close fails every job in flight with reason and releases the engine.
+func (e *engine) close(reason string) {
+	for len(e.deadlines) > 0 {
+		j := e.deadlines[0]
+		e.done(j, Result{Reason: fmt.Sprintf("%s checking %s", reason, j.addr), Latency: time.Since(j.start), Weight: NoWeight})
+	}
+	unix.Close(e.epfd)
+	unix.Close(e.evfd)
+}
+
+var one = []byte{1, 0, 0, 0, 0, 0, 0, 0}
+
+// wake interrupts poll; safe from any goroutine.
+func (e *engine) wake() { unix.Write(e.evfd, one) }
+
+func (e *engine) newJob() *job {
+	if n := len(e.free); n > 0 {
+		j := e.free[n-1]
+		e.free = e.free[:n-1]
+		return j
+	}
+	return &job{hidx: -1}
+}
+
+// start begins j (tcp or http set, addr, c and scheduled filled in).
+func (e *engine) start(j *job, sa unix.Sockaddr, family int, timeout time.Duration) {
+	j.start = time.Now()
+	j.deadline = j.start.Add(timeout)
+	j.fd, j.state, j.wrote, j.n = -1, stConnecting, 0, 0
+	e.inflight++
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		e.done(j, fail(j.start, "socket for %s: %v", j.addr, err))
+		return
+	}
+	j.fd = fd
+	// Delayed ACK (see dial) and RST on close.
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
+	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
+		e.done(j, fail(j.start, "setsockopt SO_LINGER for %s: %v", j.addr, err))
+		return
+	}
+	err = unix.Connect(fd, sa)
+	switch err {
+	case nil:
+		if j.tcp != nil {
+			e.done(j, j.tcp.passResult(j.start))
+			return
+		}
+		j.state = stSending
+	case unix.EINPROGRESS:
+	default:
+		e.done(j, connectFailure(j.start, j.deadline, j.addr, err))
+		return
+	}
+	events := uint32(unix.EPOLLOUT | unix.EPOLLET)
+	if j.http != nil {
+		events |= unix.EPOLLIN | unix.EPOLLRDHUP
+	}
+	// Added after connect: epoll reports a handshake that completed
+	// meanwhile at once, and never a stale hang-up of the fresh socket.
+	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: events, Fd: int32(fd)}); err != nil {
+		e.done(j, fail(j.start, "epoll_ctl for %s: %v", j.addr, err))
+		return
+	}
+	for fd >= len(e.jobs) {
+		e.jobs = append(e.jobs, make([]*job, len(e.jobs)+64)...)
+	}
+	e.jobs[fd] = j
+	e.deadlines.push(j)
+	if j.state == stSending {
+		e.send(j)
+	}
+}
+
+// nextDeadline is the earliest deadline in flight.
+func (e *engine) nextDeadline() (time.Time, bool) {
+	if len(e.deadlines) == 0 {
+		return time.Time{}, false
+	}
+	return e.deadlines[0].deadline, true
+}
+
+// expire fails the jobs whose deadline has passed.
+func (e *engine) expire(now time.Time) {
+	for len(e.deadlines) > 0 && !e.deadlines[0].deadline.After(now) {
+		j := e.deadlines[0]
+		took := roundDur(j.deadline.Sub(j.start))
+		switch j.state {
+		case stConnecting:
+			e.done(j, fail(j.start, "timeout after %v connecting to %s", took, j.addr))
+		case stSending:
+			e.done(j, fail(j.start, "timeout after %v sending the request to %s", took, j.addr))
+		default:
+			e.done(j, fail(j.start, "timeout after %v waiting for the response from %s", took, j.addr))
+		}
+	}
+}
+
+// poll waits up to timeout (negative: no limit) for socket events and
+// handles them. It returns early when woken.
+func (e *engine) poll(timeout time.Duration) error {
+	ms := -1
+	if timeout >= 0 {
+		// Round up: waking before the due time only to sleep again costs a
+		// system call; a check starting within a millisecond is on time.
+		ms = int((timeout + time.Millisecond - 1) / time.Millisecond)
+	}
+	n, err := unix.EpollWait(e.epfd, e.events, ms)
+	if err != nil {
+		if err == unix.EINTR {
+			return nil
+		}
+		return fmt.Errorf("epoll_wait: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		ev := e.events[i]
+		fd := int(ev.Fd)
+		if fd == e.evfd {
+			var b [8]byte
+			unix.Read(e.evfd, b[:])
+			continue
+		}
+		if fd >= len(e.jobs) || e.jobs[fd] == nil {
+			continue
+		}
+		e.handle(e.jobs[fd], ev.Events)
+	}
+	if n == len(e.events) && n < 4096 {
+		e.events = make([]unix.EpollEvent, 2*n)
+	}
+	return nil
+}
+
+func (e *engine) handle(j *job, ev uint32) {
+	switch j.state {
+	case stConnecting:
+		if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			var err error = errors.New("connection closed")
+			if n, gerr := unix.GetsockoptInt(j.fd, unix.SOL_SOCKET, unix.SO_ERROR); gerr == nil && n != 0 {
+				err = syscall.Errno(n)
+			}
+			e.done(j, connectFailure(j.start, j.deadline, j.addr, err))
+			return
+		}
+		if ev&unix.EPOLLOUT == 0 {
+			return
+		}
+		if j.tcp != nil {
+			e.done(j, j.tcp.passResult(j.start))
+			return
+		}
+		j.state = stSending
+		if !e.send(j) {
+			return
+		}
+		e.read(j) // the answer may be in already
+	case stSending:
+		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && e.send(j) {
+			e.read(j)
+		}
+	case stReading:
+		if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			e.read(j)
+		}
+	}
+}
+
+// send writes the rest of the request; true when it is all out.
+func (e *engine) send(j *job) bool {
+	req := j.http.req
+	for j.wrote < len(req) {
+		n, err := unix.Write(j.fd, req[j.wrote:])
+		if err == unix.EAGAIN {
+			return false
+		}
+		if err != nil {
+			e.done(j, j.http.ioFailure(j.start, j.deadline, "sending the request to", err))
+			return false
+		}
+		j.wrote += n
+	}
+	j.state = stReading
+	return true
+}
+
+// read drains the socket until EAGAIN (edge-triggered: a short read is
+// not enough, the FIN may have come with the data) and judges the response.
+func (e *engine) read(j *job) {
+	h := j.http
+	for {
+		if j.buf == nil {
+			j.buf = *bufPool.Get().(*[]byte)
+		}
+		if j.n == len(j.buf) {
+			nb := make([]byte, 2*len(j.buf))
+			copy(nb, j.buf[:j.n])
+			if old := j.buf; cap(old) == 4096 {
+				bufPool.Put(&old)
+			}
+			j.buf = nb
+		}
+		n, err := unix.Read(j.fd, j.buf[j.n:])
+		switch {
+		case err == unix.EAGAIN:
+			return
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			e.done(j, h.ioFailure(j.start, j.deadline, "waiting for the response from", err))
+			return
+		}
+		j.n += n
+		if r, ok := h.judge(j.start, j.buf[:j.n], n == 0, "HTTP"); ok {
+			e.done(j, r)
+			return
+		}
+	}
+}
+
+// done ends j: closes its socket (RST), frees it and reports r.
+func (e *engine) done(j *job, r Result) {
+	if j.hidx >= 0 && j.hidx < len(e.deadlines) && e.deadlines[j.hidx] == j {
+		e.deadlines.remove(j.hidx)
+	}
+	if j.fd >= 0 {
+		if j.fd < len(e.jobs) {
+			e.jobs[j.fd] = nil
+		}
+		unix.Close(j.fd)
+		j.fd = -1
+	}
+	if j.buf != nil {
+		if cap(j.buf) == 4096 {
+			b := j.buf[:4096]
+			bufPool.Put(&b)
+		}
+		j.buf = nil
+	}
+	e.inflight--
+	e.finish(j, r)
+	*j = job{hidx: -1}
+	e.free = append(e.free, j)
+}
+
+// jobHeap orders jobs by deadline.
+type jobHeap []*job
+
+func (h *jobHeap) push(j *job) {
+	*h = append(*h, j)
+	j.hidx = len(*h) - 1
+	h.up(j.hidx)
+}
+
+func (h *jobHeap) remove(i int) {
+	old := *h
+	n := len(old) - 1
+	old[i].hidx = -1
+	if i != n {
+		old[i] = old[n]
+		old[i].hidx = i
+	}
+	old[n] = nil
+	*h = old[:n]
+	if i < n {
+		h.down(i)
+		h.up(i)
+	}
+}
+
+func (h jobHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !h[i].deadline.Before(h[p].deadline) {
+			return
+		}
+		h[i], h[p] = h[p], h[i]
+		h[i].hidx, h[p].hidx = i, p
+		i = p
+	}
+}
+
+func (h jobHeap) down(i int) {
+	n := len(h)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && h[r].deadline.Before(h[l].deadline) {
+			m = r
+		}
+		if !h[m].deadline.Before(h[i].deadline) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		h[i].hidx, h[m].hidx = i, m
+		i = m
+	}
+}
