@@ -448,3 +448,35 @@ func TestIPv6(t *testing.T) {
 		t.Fatal("no message over IPv6")
 	}
 }
+
+// TestPushPullRelaysState checks the anti-entropy path on its own: a
+// push/pull carries every record a node knows, a record about the
+// receiver itself is ignored, and an older record never replaces a newer.
+func TestPushPullRelaysState(t *testing.T) {
+	a, b := pair(t)
+	// vs2 learned of a third director, vs3, whom vs1 cannot reach.
+	vs3 := stateRecord{Node: "vs3", Epoch: 1, Version: 5, State: State{Name: "vs3", ConfigDigest: "d3"}}
+	fake := stateRecord{Node: "vs1", Epoch: 1 << 62, Version: 1, State: State{Name: "vs1", ConfigDigest: "forged"}}
+	body, _ := encodeStateFrame(Peer{Name: "vs3"}, []stateRecord{vs3, fake})
+	(*mlDelegate)(b.Channel).MergeRemoteState(body, false)
+	(*mlDelegate)(a.Channel).MergeRemoteState((*mlDelegate)(b.Channel).LocalState(false), false)
+	p, ok := peerView(a, "vs3")
+	if !ok || p.State.ConfigDigest != "d3" || p.Alive {
+		t.Fatalf("vs1's view of vs3 = %+v, %v", p, ok)
+	}
+	if a.Local().ConfigDigest == "forged" || b.Local().ConfigDigest == "forged" {
+		t.Fatal("a record about a node replaced its own state")
+	}
+	old := vs3
+	old.Version, old.State.ConfigDigest = 4, "older"
+	body, _ = encodeStateFrame(Peer{Name: "vs3"}, []stateRecord{old})
+	(*mlDelegate)(a.Channel).MergeRemoteState(body, false)
+	if p, _ := peerView(a, "vs3"); p.State.ConfigDigest != "d3" {
+		t.Fatalf("older record won: %+v", p)
+	}
+	before := a.Stats().MalformedFrames
+	(*mlDelegate)(a.Channel).MergeRemoteState([]byte("junk"), false)
+	if a.Stats().MalformedFrames != before+1 {
+		t.Fatal("malformed push/pull state not counted")
+	}
+}
