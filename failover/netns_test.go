@@ -436,8 +436,10 @@ func TestNetnsNoAnnouncementAfterWithdraw(t *testing.T) {
 	if a1 != a0 || n1 != n0 {
 		t.Fatalf("after withdraw: %d more ARP and %d more NA reached the client", a1-a0, n1-n0)
 	}
-	if uint64(a0+n0) != sentAtWithdraw {
-		t.Fatalf("client saw %d ARP and %d NA, the announcer sent %d before withdraw", a0, n0, sentAtWithdraw)
+	// A fresh bridge port may drop the very first frames, so at most
+	// what was sent.
+	if uint64(a0+n0) > sentAtWithdraw {
+		t.Fatalf("client saw %d ARP and %d NA, the announcer sent only %d before withdraw", a0, n0, sentAtWithdraw)
 	}
 	if st := c.Status().Announce; st.Sent != sentAtWithdraw || st.Active {
 		t.Fatalf("announcer counted %d packets after withdraw (active=%v)", st.Sent-sentAtWithdraw, st.Active)
@@ -460,7 +462,12 @@ func TestNetnsNAWhileLinkLocalTentative(t *testing.T) {
 	}
 	const vip = "fd99::100"
 	capt := startCapture(t, client, netip.MustParseAddr(vip))
-	c := newClaimer(t, vs2, failover.ClaimerConfig{VIPs: []failover.VIP{mustVIP(vip+"/128", "eth0", "")}})
+	// Repeats: the bridge may still drop the first round, as its port
+	// follows the link-up a moment later (linkwatch).
+	c := newClaimer(t, vs2, failover.ClaimerConfig{
+		VIPs:     []failover.VIP{mustVIP(vip+"/128", "eth0", "")},
+		Announce: failover.AnnounceConfig{Repeat: 3},
+	})
 	if err := c.BecomeMaster(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +477,10 @@ func TestNetnsNAWhileLinkLocalTentative(t *testing.T) {
 	if out := vs2.MustRun(t, "ip", "-6", "addr", "show", "dev", "eth0", "scope", "link"); !strings.Contains(out, "tentative") {
 		t.Logf("link-local no longer tentative when we sent; the test may prove less:\n%s", out)
 	}
-	waitUntil(t, "the advertisement", 5*time.Second, func() bool { _, n := capt.counts(); return n >= 1 })
+	waitUntil(t, "an advertisement", 6*time.Second, func() bool { _, n := capt.counts(); return n >= 1 })
+	if st := c.Status().Announce; st.Errors != 0 {
+		t.Fatalf("announce errors: %+v", st)
+	}
 	capt.mu.Lock()
 	src := capt.naSrc[0]
 	capt.mu.Unlock()
