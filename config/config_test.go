@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -218,6 +219,25 @@ func TestErrors(t *testing.T) {
 				t.Errorf("at %d:%d, want %d:%d (%s)", e.Line, e.Col, wantLine, wantCol, e.Error())
 			}
 		})
+	}
+}
+
+func TestSeveralProblemsInOneTable(t *testing.T) {
+	_, err := Parse("t.toml", []byte(base+"\n[[virtual_server]]\nscheduler = \"rr\"\n\n[[instance]]\nvips = []\n"))
+	errs := mustErrors(t, err)
+	var msgs []string
+	for _, e := range errs {
+		msgs = append(msgs, fmt.Sprintf("%d:%d %s", e.Line, e.Col, e.Msg))
+	}
+	want := []string{
+		"29:3 virtual server has no address",
+		`29:3 virtual server "" has no real servers`,
+		"32:3 missing name in [[instance]]",
+		"32:3 missing vrid in [[instance]]",
+		"33:8 vips is empty",
+	}
+	if strings.Join(msgs, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(msgs, "\n"), strings.Join(want, "\n"))
 	}
 }
 

@@ -52,11 +52,17 @@ func (d *decoder) valErr(p path, fix, format string, args ...any) {
 	d.errorf(d.pos.valAt(p), fix, format, args...)
 }
 
-// reported marks p as reported and says whether it already was, so a value
-// that failed to decode is not reported again by validation.
+// reported marks p as reported and says whether it (or a table holding it)
+// already was, so a value that failed to decode is not reported again by
+// validation.
 func (d *decoder) reported(p path) bool {
 	if d.bad == nil {
 		d.bad = map[string]bool{}
+	}
+	for i := 1; i < len(p); i++ { // a table that failed as a whole
+		if d.bad[p[:i].key()] {
+			return true
+		}
 	}
 	k := p.key()
 	if d.bad[k] {
@@ -64,6 +70,15 @@ func (d *decoder) reported(p path) bool {
 	}
 	d.bad[k] = true
 	return false
+}
+
+// absentErr reports a problem with key, which is absent from the table at
+// p: it points at the table.
+func (d *decoder) absentErr(p path, key, fix, format string, args ...any) {
+	if d.reported(p.child(key)) {
+		return
+	}
+	d.errorf(d.pos.keyAt(p), fix, format, args...)
 }
 
 // keyErr reports a problem with the key at p.

@@ -60,7 +60,7 @@ func (v *validator) has(p path) bool { _, ok := v.rawAt(p); return ok }
 // missing reports a required key that is absent from the table at p.
 func (v *validator) missing(p path, key, fix string) {
 	if !v.has(p.child(key)) && !v.misspelt(p, key) {
-		v.keyErr(p, fix, "missing %s %s", key, where(p.child(key)))
+		v.absentErr(p, key, fix, "missing %s %s", key, where(p.child(key)))
 	}
 }
 
@@ -286,7 +286,7 @@ func (v *validator) cluster() {
 	}
 	if len(v.s.Directors) > 1 && !c.Insecure && c.SecretKeyFile == "" && !v.has(p.child("secret_key_file")) &&
 		!v.misspelt(nil, "cluster") && !v.misspelt(p, "secret_key_file") {
-		v.keyErr(p, `add secret_key_file = "/etc/vigil/cluster.key" under [cluster] (or insecure = true in a lab)`,
+		v.absentErr(p, "secret_key_file", `add secret_key_file = "/etc/vigil/cluster.key" under [cluster] (or insecure = true in a lab)`,
 			"the cluster channel between %d directors needs a secret_key_file", len(v.s.Directors))
 	}
 }
@@ -393,7 +393,7 @@ func (v *validator) instances() {
 
 		// VIPs: one family, no address twice in the site, labels that Linux accepts.
 		if len(in.VIPs) == 0 && !v.has(p.child("vips")) {
-			v.keyErr(p, `add vips = ["192.168.0.101/24"]`, "instance %q has no vips", in.Name)
+			v.absentErr(p, "vips", `add vips = ["192.168.0.101/24"]`, "instance %q has no vips", in.Name)
 		}
 		if len(in.VIPs) == 0 {
 			v.vipsIncomplete = true
@@ -408,7 +408,7 @@ func (v *validator) instances() {
 				v.vipsIncomplete = true
 				if _, ok := v.rawAt(vp.child("address")); !ok {
 					if _, isMap := v.rawAtMap(vp); isMap {
-						v.keyErr(vp, `add address = "192.168.0.101/24"`, "VIP has no address")
+						v.absentErr(vp, "address", `add address = "192.168.0.101/24"`, "VIP has no address")
 					}
 				}
 				continue
@@ -641,7 +641,7 @@ func (v *validator) virtualServers() {
 		hasAddr, hasMark := v.has(p.child("address")), v.has(p.child("fwmark"))
 		switch {
 		case !hasAddr && !hasMark:
-			v.keyErr(p, `add address = "VIP:PORT" (or fwmark = N)`, "virtual server has no address")
+			v.absentErr(p, "address", `add address = "VIP:PORT" (or fwmark = N)`, "virtual server has no address")
 		case hasAddr && hasMark:
 			v.keyErr(p.child("fwmark"), "remove address or fwmark", "virtual server %q has both address and fwmark", vs.Name)
 		}
@@ -706,7 +706,7 @@ func (v *validator) virtualServers() {
 		v.delay(p.child("slow_start"), vs.SlowStart)
 		v.check(p.child("check"), vs.Check, nil)
 		if len(vs.RealServers) == 0 && !vs.SorryServer.IsValid() && !v.has(p.child("real_servers")) {
-			v.keyErr(p, "add real_servers = [ { address = \"IP:PORT\" } ]", "virtual server %q has no real servers", vs.Name)
+			v.absentErr(p, "real_servers", "add real_servers = [ { address = \"IP:PORT\" } ]", "virtual server %q has no real servers", vs.Name)
 		}
 		v.realServers(p, vs, v6)
 	}
