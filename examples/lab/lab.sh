@@ -34,7 +34,11 @@ sysctl_ns() { # host key value
 }
 
 up() {
-  mkdir -p "$RUNDIR"
+  mkdir -p "$RUNDIR" /run/vigil-lab
+  # The cluster channel's shared key (AES-256), readable by root only.
+  if [ ! -s /run/vigil-lab/cluster.key ]; then
+    (umask 077; head -c 32 /dev/urandom >/run/vigil-lab/cluster.key)
+  fi
   $IP netns add "$LAB-br"
   $IP -n "$LAB-br" link set lo up
   $IP -n "$LAB-br" link add br0 type bridge mcast_snooping 0

@@ -1,0 +1,466 @@
+package director
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vigil-lb/vigil/cluster"
+	"github.com/vigil-lb/vigil/config"
+	"github.com/vigil-lb/vigil/healthcheck"
+	"github.com/vigil-lb/vigil/ipvs"
+	"github.com/vigil-lb/vigil/vrrp"
+)
+
+// Options configure a Daemon.
+type Options struct {
+	ConfigPath string
+	Node       string // this director's [[director]] name
+	Socket     string // control socket; "" = the site's control_socket
+	Logger     *slog.Logger
+	// IPVS replaces the kernel backend (tests); nil: the kernel's IPVS,
+	// required when the site has virtual servers.
+	IPVS ipvs.Backend
+	// SkipPrivilegeCheck lets tests run parts without root.
+	SkipPrivilegeCheck bool
+}
+
+// StartError is an error that stops the daemon before it runs. Config is
+// true when the site file is at fault (vigil run exits 1), false when the
+// machine is (exit 3).
+type StartError struct {
+	Config bool
+	Err    error
+}
+
+func (e *StartError) Error() string { return e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
+
+// Daemon is one director of a site.
+type Daemon struct {
+	opts    Options
+	log     *slog.Logger
+	started time.Time
+	socket  string
+
+	ctx context.Context // the daemon's lifetime, from Run
+
+	reloadMu sync.Mutex // one reload at a time
+
+	mu         sync.Mutex // guards everything below
+	site       *config.Site
+	me         *config.Director
+	lastReload time.Time
+	reloadErr  string
+	warnings   map[string]string // key -> text (drift, dual master)
+	instances  map[string]*instance
+	plan       checkPlan
+	health     ipvs.Health
+	vss        []ipvs.VirtualServer
+	quorum     ipvs.QuorumState
+	quorumLost []string
+	recStat    ReconcileStatus
+	nextChange time.Time
+
+	checks  *healthcheck.Scheduler
+	backend ipvs.Backend // nil: VIP-only site
+	kernel  *ipvs.Kernel // the backend when it is the kernel (sync daemon)
+	rec     *ipvs.Reconciler
+	kick    chan struct{} // asks the reconcile loop for a pass
+
+	ch    *cluster.Channel
+	demux *vrrp.GossipDemux
+}
+
+// New loads the site file and checks that this machine can run it. It
+// changes nothing on the machine.
+func New(opts Options) (*Daemon, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	site, err := config.Load(opts.ConfigPath)
+	if err != nil {
+		return nil, &StartError{Config: true, Err: err}
+	}
+	me, err := site.Director(opts.Node)
+	if err != nil {
+		return nil, &StartError{Config: true, Err: fmt.Errorf("%s: %w (use --node NAME)", opts.ConfigPath, err)}
+	}
+	d := &Daemon{
+		opts: opts, log: opts.Logger.With("node", me.Name), site: site, me: me,
+		socket: opts.Socket, warnings: map[string]string{}, instances: map[string]*instance{},
+		health: ipvs.Health{}, quorum: ipvs.QuorumState{}, kick: make(chan struct{}, 1),
+	}
+	if d.socket == "" {
+		d.socket = site.Settings.ControlSocket
+	}
+	if !opts.SkipPrivilegeCheck {
+		if err := checkPrivileges(); err != nil {
+			return nil, &StartError{Err: err}
+		}
+	}
+	if len(site.VirtualServers) > 0 {
+		if opts.IPVS != nil {
+			d.backend = opts.IPVS
+		} else {
+			k, err := ipvs.NewKernel(ipvs.KernelOptions{Log: d.log})
+			if err != nil {
+				return nil, &StartError{Err: fmt.Errorf("the site declares %d virtual servers: %w", len(site.VirtualServers), err)}
+			}
+			d.backend, d.kernel = k, k
+		}
+		d.rec = ipvs.NewReconciler(d.backend, d.log)
+	}
+	vss, err := virtualServers(site)
+	if err != nil {
+		return nil, &StartError{Config: true, Err: err}
+	}
+	d.vss = vss
+	return d, nil
+}
+
+// checkPrivileges fails unless the process may change addresses and open
+// raw sockets (CAP_NET_ADMIN and CAP_NET_RAW).
+func checkPrivileges() error {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return fmt.Errorf("read capabilities: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		hex, ok := strings.CutPrefix(line, "CapEff:")
+		if !ok {
+			continue
+		}
+		caps, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+		if err != nil {
+			return fmt.Errorf("parse CapEff %q: %w", hex, err)
+		}
+		const netAdmin, netRaw = 12, 13
+		var missing []string
+		if caps&(1<<netAdmin) == 0 {
+			missing = append(missing, "CAP_NET_ADMIN")
+		}
+		if caps&(1<<netRaw) == 0 {
+			missing = append(missing, "CAP_NET_RAW")
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("vigil run needs %s (run as root, or grant them with AmbientCapabilities in the unit)", strings.Join(missing, " and "))
+		}
+		return nil
+	}
+	return errors.New("read capabilities: no CapEff line in /proc/self/status")
+}
+
+// Run runs the director until ctx ends, then stops gracefully: priority-0
+// adverts, VIPs released, sync daemon stopped, IPVS rules removed unless
+// ipvs_on_stop = "keep", cluster left.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.started = time.Now()
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d.ctx = runCtx
+	site := d.site
+	log := d.log
+	log.Info("starting", "site", site.Settings.Name, "config", d.opts.ConfigPath, "digest", site.Digest()[:12])
+
+	if err := ServeControl(runCtx, d.socket, d, log); err != nil {
+		return err
+	}
+	if addr := site.Settings.MetricsAddress; addr != "" {
+		if err := serveMetrics(runCtx, addr, d.Status); err != nil {
+			return err
+		}
+	}
+	if err := d.startCluster(runCtx); err != nil {
+		return err
+	}
+
+	// Checks and IPVS first, so a director that becomes master already
+	// has its rules (the backup keeps the same rules warm).
+	d.checks = healthcheck.NewScheduler(healthcheck.Options{Logger: log})
+	var wg sync.WaitGroup
+	d.applyCheckPlan(planChecks(site))
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = d.checks.Run(runCtx) }()
+	go func() { defer wg.Done(); d.followChecks(runCtx) }()
+	if d.rec != nil {
+		if err := d.startSync(runCtx); err != nil {
+			log.Error("IPVS sync daemon", "error", err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); d.reconcileLoop(runCtx) }()
+	}
+
+	if err := d.startInstances(runCtx, site.Instances); err != nil {
+		d.stopAll()
+		return err
+	}
+	sdNotify("READY=1\nSTATUS=running")
+	log.Info("running", "instances", len(site.Instances), "virtual_servers", len(site.VirtualServers))
+
+	<-ctx.Done()
+	log.Info("stopping")
+	sdNotify("STOPPING=1")
+	d.stopAll()
+	cancel()
+	wg.Wait()
+	log.Info("stopped")
+	return nil
+}
+
+// stopAll is the graceful stop, in keepalived's order.
+func (d *Daemon) stopAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d.mu.Lock()
+	insts := make([]*instance, 0, len(d.instances))
+	for _, in := range d.instances {
+		insts = append(insts, in)
+	}
+	d.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, in := range insts {
+		wg.Add(1)
+		go func() { defer wg.Done(); in.stop(ctx, true) }()
+	}
+	wg.Wait()
+	d.stopSync(ctx)
+	if d.rec != nil && d.site.Settings.IPVSOnStop != "keep" {
+		rep, err := d.rec.RemoveAll(ctx)
+		d.log.Info("IPVS rules removed", "report", rep.String(), "error", err)
+	}
+	if d.ch != nil {
+		_ = d.ch.Leave(time.Second)
+		_ = d.ch.Close()
+	}
+}
+
+// startCluster starts the cluster channel when the site has peers.
+func (d *Daemon) startCluster(ctx context.Context) error {
+	site, me := d.site, d.me
+	if len(site.Directors) < 2 {
+		return nil
+	}
+	var peers []netip.AddrPort
+	for _, o := range site.Directors {
+		if o.Name != me.Name {
+			peers = append(peers, netip.AddrPortFrom(o.Address, uint16(site.Cluster.Port)))
+		}
+	}
+	ch, err := cluster.New(cluster.Config{
+		Site: site.Settings.Name, NodeName: me.Name,
+		BindAddr: site.ClusterBindAddress(me), AdvertiseAddr: me.Address,
+		Port: site.Cluster.Port, Peers: peers,
+		KeyFile: site.Cluster.SecretKeyFile, Insecure: site.Cluster.Insecure,
+		OnEvent: d.clusterEvent, Logger: d.log.With("component", "cluster"),
+	})
+	if err != nil {
+		return fmt.Errorf("cluster channel: %w", err)
+	}
+	d.ch = ch
+	d.demux = vrrp.NewGossipDemux(ch.Messenger("vrrp"))
+	d.publish()
+	if err := ch.Start(ctx); err != nil {
+		return fmt.Errorf("cluster channel: %w", err)
+	}
+	return nil
+}
+
+// clusterEvent turns channel events into logs and status warnings.
+func (d *Daemon) clusterEvent(ev cluster.Event) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch ev.Kind {
+	case cluster.PeerJoin:
+		d.log.Info("peer joined the cluster channel", "peer", ev.Peer.String())
+	case cluster.PeerLeave:
+		d.log.Warn("peer left the cluster channel", "peer", ev.Peer.String())
+	case cluster.Drift:
+		msg := fmt.Sprintf("config drift: %s runs digest %.12s, we run %.12s", ev.Peer.Name, ev.PeerDigest, ev.LocalDigest)
+		d.warnings["drift/"+ev.Peer.Name] = msg
+		d.log.Warn(msg)
+	case cluster.DriftCleared:
+		delete(d.warnings, "drift/"+ev.Peer.Name)
+		d.log.Info("config drift cleared", "peer", ev.Peer.Name)
+	case cluster.DualMaster:
+		msg := fmt.Sprintf("dual master: instance %s is master on %s", ev.Instance, strings.Join(ev.Masters, " and "))
+		d.warnings["dual/"+ev.Instance] = msg
+		d.log.Error(msg)
+	case cluster.DualMasterCleared:
+		delete(d.warnings, "dual/"+ev.Instance)
+		d.log.Info("dual master cleared", "instance", ev.Instance)
+	}
+}
+
+// publish pushes this director's view to the cluster channel.
+func (d *Daemon) publish() {
+	if d.ch == nil {
+		return
+	}
+	d.mu.Lock()
+	st := cluster.State{ConfigDigest: d.site.Digest(), Instances: map[string]cluster.InstanceState{}, Health: map[string]bool{}}
+	for name, in := range d.instances {
+		s := in.vrrp.Status()
+		st.Instances[name] = cluster.InstanceState{
+			State: stateName(s.State), Priority: int(s.Priority), Master: s.State == vrrp.Master,
+			Since: s.Since, AdvertInterval: in.cfg.AdvertInterval.Duration,
+		}
+	}
+	for ref, h := range d.health {
+		st.Health[healthKey(ref)] = h.Up
+	}
+	d.mu.Unlock()
+	d.ch.SetLocal(st)
+}
+
+// applyCheckPlan hands the site's checks to the scheduler and seeds the
+// health view of new servers with their checks' initial state. Servers
+// whose check did not change keep their state.
+func (d *Daemon) applyCheckPlan(p checkPlan) {
+	d.mu.Lock()
+	old := d.plan
+	oldKey := map[ipvs.ServerRef]string{}
+	for k, refs := range old.refs {
+		for _, r := range refs {
+			oldKey[r] = k
+		}
+	}
+	health := ipvs.Health{}
+	for k, refs := range p.refs {
+		for _, r := range refs {
+			if h, ok := d.health[r]; ok && oldKey[r] == k {
+				health[r] = h
+				continue
+			}
+			health[r] = ipvs.ServerHealth{Up: p.initUp[r], Since: time.Now()}
+		}
+	}
+	for _, r := range p.always {
+		health[r] = ipvs.ServerHealth{Up: true, Since: time.Now()}
+	}
+	d.plan, d.health = p, health
+	d.mu.Unlock()
+	if err := d.checks.Set(p.specs); err != nil {
+		d.log.Error("health checks", "error", err)
+	}
+	d.kickReconcile()
+}
+
+// followChecks applies check verdicts to the health view.
+func (d *Daemon) followChecks(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-d.checks.Changes():
+			d.mu.Lock()
+			for _, r := range d.plan.refs[c.Key] {
+				h := d.health[r]
+				if c.Up && !h.Up {
+					h.Since = c.At
+				}
+				h.Up = c.Up
+				h.Weight, h.WeightSet = c.Weight, c.Weight != healthcheck.NoWeight
+				d.health[r] = h
+			}
+			d.mu.Unlock()
+			if !c.Initial {
+				d.log.Info("real server check", "target", c.Spec.Target.String(), "up", c.Up, "reason", c.Reason,
+					"passes", c.Passes, "fails", c.Fails)
+			}
+			d.kickReconcile()
+			d.publish()
+		}
+	}
+}
+
+func (d *Daemon) kickReconcile() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// reconcileLoop makes IPVS match the health view: at once on a change,
+// periodically to repair what someone changed by hand, and when slow
+// start next moves a weight.
+func (d *Daemon) reconcileLoop(ctx context.Context) {
+	tick := time.NewTicker(d.site.Settings.ReconcileInterval.Duration)
+	defer tick.Stop()
+	slow := time.NewTimer(time.Hour)
+	defer slow.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.kick:
+		case <-tick.C:
+		case <-slow.C:
+		}
+		next := d.reconcileOnce(ctx)
+		if !next.IsZero() {
+			slow.Reset(max(time.Until(next), 10*time.Millisecond))
+		}
+	}
+}
+
+// reconcileOnce builds the desired table and applies it; it returns when
+// slow start next needs a pass (zero: never).
+func (d *Daemon) reconcileOnce(ctx context.Context) time.Time {
+	d.mu.Lock()
+	in := ipvs.BuildInput{VirtualServers: d.vss, Health: maps.Clone(d.health), Now: time.Now(), Quorum: d.quorum}
+	d.mu.Unlock()
+	out, err := ipvs.Build(in)
+	if err != nil {
+		d.mu.Lock()
+		d.recStat.Errors++
+		d.recStat.LastError = err.Error()
+		d.mu.Unlock()
+		d.log.Error("build IPVS table", "error", err)
+		return time.Time{}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	rep, err := d.rec.Apply(cctx, out.Table)
+	cancel()
+	d.mu.Lock()
+	for _, name := range out.QuorumLost {
+		if !contains(d.quorumLost, name) {
+			d.log.Warn("quorum lost: sorry server (if any) takes the traffic", "virtual_server", name)
+		}
+	}
+	d.quorum, d.quorumLost = out.Quorum, out.QuorumLost
+	r := &d.recStat
+	r.Passes++
+	r.LastPass = time.Now()
+	r.Creates += uint64(rep.Creates)
+	r.Updates += uint64(rep.Updates)
+	r.Deletes += uint64(rep.Deletes)
+	r.Errors += uint64(rep.Errors)
+	if err != nil {
+		r.LastError = err.Error()
+	}
+	d.mu.Unlock()
+	if err != nil {
+		d.log.Error("IPVS reconcile", "report", rep.String(), "error", err)
+	} else if rep.Writes() > 0 {
+		d.log.Info("IPVS reconciled", "report", rep.String())
+	}
+	return out.NextChange
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,343 @@
+package director
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/vigil-lb/vigil/config"
+	"github.com/vigil-lb/vigil/failover"
+	"github.com/vigil-lb/vigil/ipvs"
+	"github.com/vigil-lb/vigil/vrrp"
+)
+
+// instance is one running VRRP instance and what acts on its transitions.
+type instance struct {
+	cfg      config.Instance
+	vrrp     *vrrp.Instance
+	tr       vrrp.Transport
+	claim    *failover.Claimer
+	events   chan vrrp.Event
+	cancel   context.CancelFunc // stops trackers and the event worker
+	runDone  chan struct{}      // closed when vrrp's Run returned
+	workDone chan struct{}      // closed when the event worker drained
+	basePrio uint8
+	held     bool // a handover holds it out of the election
+	last     vrrp.Event
+}
+
+// startInstances builds every instance (transport, claimer, election),
+// forms the sync groups, removes stale VIPs, then starts the elections.
+func (d *Daemon) startInstances(ctx context.Context, cfgs []config.Instance) error {
+	var built []*instance
+	for i := range cfgs {
+		in, err := d.buildInstance(ctx, &cfgs[i])
+		if err != nil {
+			for _, b := range built {
+				b.close()
+			}
+			return err
+		}
+		built = append(built, in)
+	}
+	// Sync groups must exist before their members run.
+	groups := map[string][]*vrrp.Instance{}
+	for _, in := range built {
+		if g := in.cfg.SyncGroup; g != "" {
+			groups[g] = append(groups[g], in.vrrp)
+		}
+	}
+	for name, members := range groups {
+		vrrp.NewSyncGroup(name, members...)
+	}
+	d.mu.Lock()
+	for _, in := range built {
+		d.instances[in.cfg.Name] = in
+	}
+	d.mu.Unlock()
+	for _, in := range built {
+		d.runInstance(ctx, in)
+	}
+	return nil
+}
+
+// buildInstance creates an instance without starting its election.
+func (d *Daemon) buildInstance(ctx context.Context, cfg *config.Instance) (*instance, error) {
+	me := d.me
+	log := d.log.With("instance", cfg.Name)
+	var tr vrrp.Transport
+	switch cfg.Transport {
+	case "gossip":
+		if d.demux == nil {
+			return nil, fmt.Errorf("instance %s: transport gossip needs the cluster channel (a site with two or more directors)", cfg.Name)
+		}
+		t, err := d.demux.Transport(uint8(cfg.VRID), me.Address)
+		if err != nil {
+			return nil, fmt.Errorf("instance %s: %w", cfg.Name, err)
+		}
+		tr = t
+	default:
+		rc := vrrp.RawConfig{Interface: cfg.InterfaceOf(me), IPv6: cfg.IPv6(), Netns: netns.None(), Logger: log}
+		if !cfg.IPv6() {
+			rc.Source = me.Address
+		}
+		if cfg.Unicast {
+			rc.Peers = d.site.UnicastPeers(cfg, me)
+		}
+		t, err := vrrp.NewRawTransport(rc)
+		if err != nil {
+			return nil, fmt.Errorf("instance %s: VRRP socket on %s: %w", cfg.Name, rc.Interface, err)
+		}
+		tr = t
+	}
+	cc := claimerConfig(cfg, me)
+	cc.Logger = log
+	claim, err := failover.NewClaimer(cc)
+	if err != nil {
+		tr.Close()
+		return nil, err
+	}
+	if removed, err := claim.RemoveStale(ctx); err != nil {
+		log.Warn("remove stale VIPs", "error", err)
+	} else if len(removed) > 0 {
+		log.Warn("removed stale VIPs left by an earlier run", "vips", fmt.Sprint(removed))
+	}
+	in := &instance{cfg: *cfg, tr: tr, claim: claim, events: make(chan vrrp.Event, 256),
+		runDone: make(chan struct{}), workDone: make(chan struct{})}
+	vc := vrrpConfig(cfg, me)
+	vc.Logger = log
+	in.basePrio = vc.Priority
+	vi, err := vrrp.NewInstance(vc, tr, vrrp.SystemClock(), func(ev vrrp.Event) { in.events <- ev })
+	if err != nil {
+		claim.Close(ctx)
+		tr.Close()
+		return nil, err
+	}
+	in.vrrp = vi
+	return in, nil
+}
+
+// runInstance starts the election, its trackers and the worker that acts
+// on its events.
+func (d *Daemon) runInstance(ctx context.Context, in *instance) {
+	ictx, cancel := context.WithCancel(ctx)
+	in.cancel = cancel
+	log := d.log.With("instance", in.cfg.Name)
+	go d.work(ictx, in)
+	go func() {
+		defer close(in.runDone)
+		if err := in.vrrp.Run(ictx); err != nil {
+			log.Error("election stopped", "error", err)
+		}
+	}()
+	if len(in.cfg.TrackInterfaces) > 0 {
+		var tracks []vrrp.InterfaceTrack
+		for _, t := range in.cfg.TrackInterfaces {
+			tracks = append(tracks, vrrp.InterfaceTrack{Interface: t.Name, Weight: t.Weight})
+		}
+		go func() {
+			if err := vrrp.WatchInterfaces(ictx, netns.None(), tracks, log, in.vrrp); err != nil && ictx.Err() == nil {
+				log.Error("interface tracking stopped", "error", err)
+			}
+		}()
+	}
+	for i, t := range in.cfg.TrackScripts {
+		st := vrrp.ScriptTrack{Name: fmt.Sprintf("%s#%d", in.cfg.Name, i+1), Command: argv(t.Command),
+			Interval: t.Interval.Duration, Timeout: t.Timeout.Duration, Rise: t.Rise, Fall: t.Fall, Weight: t.Weight}
+		go func() {
+			if err := vrrp.RunScript(ictx, st, log, in.vrrp); err != nil && ictx.Err() == nil {
+				log.Error("track script stopped", "error", err)
+			}
+		}()
+	}
+}
+
+// work applies an instance's events in order: VIPs, announcements, notify
+// commands, the sync daemon's role, the cluster's view. It never blocks
+// the election (events queue in in.events).
+func (d *Daemon) work(ctx context.Context, in *instance) {
+	defer close(in.workDone)
+	log := d.log.With("instance", in.cfg.Name)
+	for {
+		var ev vrrp.Event
+		select {
+		case ev = <-in.events:
+		case <-in.runDone:
+			// Drain what the election said before it stopped.
+			for {
+				select {
+				case ev = <-in.events:
+					d.apply(in, ev, log)
+					continue
+				default:
+				}
+				return
+			}
+		}
+		d.apply(in, ev, log)
+	}
+}
+
+func (d *Daemon) apply(in *instance, ev vrrp.Event, log interface {
+	Info(string, ...any)
+	Warn(string, ...any)
+	Error(string, ...any)
+}) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	switch ev.Kind {
+	case vrrp.Transition:
+		d.mu.Lock()
+		in.last = ev
+		d.mu.Unlock()
+		log.Info("transition", "from", ev.From.String(), "to", ev.To.String(), "reason", ev.Reason,
+			"priority", ev.Priority, "master", ev.MasterAddr.String())
+		err := in.claim.Transition(ctx, failover.Transition{
+			Instance: in.cfg.Name, From: failoverState(ev.From), To: failoverState(ev.To),
+			Priority: int(ev.Priority), Reason: ev.Reason,
+		})
+		if err != nil {
+			log.Error("apply transition", "error", err)
+		}
+		d.syncFollow(ctx, in.cfg.Name, ev.To == vrrp.Master)
+		d.publish()
+	case vrrp.Reannounce:
+		if in.claim.Reannounce() {
+			log.Info("re-announcing VIPs: a lower-priority master was heard", "other", ev.MasterAddr.String())
+		}
+	}
+}
+
+// stop ends an instance: graceful sends a priority-0 advert if master.
+// The VIPs are released afterwards either way.
+func (in *instance) stop(ctx context.Context, graceful bool) {
+	if graceful {
+		_ = in.vrrp.Stop(ctx)
+	}
+	if in.cancel != nil {
+		in.cancel()
+	}
+	select {
+	case <-in.runDone:
+	case <-ctx.Done():
+	}
+	select {
+	case <-in.workDone:
+	case <-ctx.Done():
+	}
+	_ = in.claim.Transition(ctx, failover.Transition{Instance: in.cfg.Name, To: failover.StateStop, Reason: "stopped"})
+	in.close()
+}
+
+func (in *instance) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = in.claim.Close(ctx)
+	_ = in.tr.Close()
+}
+
+// Handover makes this director give up mastership of an instance (all
+// instances when name is ""), as a planned failover: it resigns with a
+// priority-0 advert, so the best backup takes over after its Skew_Time,
+// and stays out of the way (priority 1) until Resume.
+func (d *Daemon) Handover(name string) error {
+	ins, err := d.pick(name)
+	if err != nil {
+		return err
+	}
+	for _, in := range ins {
+		d.mu.Lock()
+		in.held = true
+		d.mu.Unlock()
+		in.vrrp.SetPriority(1)
+		// A fault resigns at once with priority 0; clearing it restarts
+		// the instance as a backup that will not preempt at priority 1.
+		in.vrrp.SetFault("handover", true)
+		in.vrrp.SetFault("handover", false)
+		d.log.Info("handover: resigned mastership", "instance", in.cfg.Name)
+	}
+	return nil
+}
+
+// Resume undoes Handover: the configured priority returns, and with
+// preemption the director takes mastership back.
+func (d *Daemon) Resume(name string) error {
+	ins, err := d.pick(name)
+	if err != nil {
+		return err
+	}
+	for _, in := range ins {
+		d.mu.Lock()
+		in.held = false
+		p := in.basePrio
+		d.mu.Unlock()
+		in.vrrp.SetPriority(p)
+		d.log.Info("handover: resumed", "instance", in.cfg.Name, "priority", p)
+	}
+	return nil
+}
+
+func (d *Daemon) pick(name string) ([]*instance, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if name != "" {
+		in, ok := d.instances[name]
+		if !ok {
+			return nil, fmt.Errorf("no instance %q on this director", name)
+		}
+		return []*instance{in}, nil
+	}
+	var out []*instance
+	for _, in := range d.instances {
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+// startSync starts the IPVS connection-sync daemon(s): both roles when no
+// instance is named, else the backup role until that instance is master.
+func (d *Daemon) startSync(ctx context.Context) error {
+	s := d.site.IPVSSync
+	if s == nil || d.kernel == nil {
+		return nil
+	}
+	if s.Instance == "" {
+		for _, role := range []ipvs.SyncRole{ipvs.SyncMaster, ipvs.SyncBackup} {
+			if err := d.kernel.StartSyncDaemon(ctx, ipvs.SyncDaemon{Role: role, Interface: s.Interface, SyncID: uint8(s.SyncID)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return d.kernel.StartSyncDaemon(ctx, ipvs.SyncDaemon{Role: ipvs.SyncBackup, Interface: s.Interface, SyncID: uint8(s.SyncID)})
+}
+
+// syncFollow moves the sync daemon's role with the instance it follows.
+func (d *Daemon) syncFollow(ctx context.Context, instance string, master bool) {
+	s := d.site.IPVSSync
+	if s == nil || d.kernel == nil || s.Instance != instance {
+		return
+	}
+	want, other := ipvs.SyncBackup, ipvs.SyncMaster
+	if master {
+		want, other = ipvs.SyncMaster, ipvs.SyncBackup
+	}
+	_ = d.kernel.StopSyncDaemon(ctx, other)
+	if err := d.kernel.StartSyncDaemon(ctx, ipvs.SyncDaemon{Role: want, Interface: s.Interface, SyncID: uint8(s.SyncID)}); err != nil {
+		d.log.Error("IPVS sync daemon", "role", want.String(), "error", err)
+	} else {
+		d.log.Info("IPVS sync daemon follows the election", "role", want.String())
+	}
+}
+
+// stopSync stops both sync daemon roles (errors for roles not running
+// are expected).
+func (d *Daemon) stopSync(ctx context.Context) {
+	if d.site.IPVSSync == nil || d.kernel == nil {
+		return
+	}
+	_ = d.kernel.StopSyncDaemon(ctx, ipvs.SyncMaster)
+	_ = d.kernel.StopSyncDaemon(ctx, ipvs.SyncBackup)
+}
