@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
@@ -31,6 +32,9 @@ type ndpConn struct {
 	index int // interface index in that namespace
 	hw    net.HardwareAddr
 }
+
+// writeTimeout bounds one ARP write.
+const writeTimeout = 100 * time.Millisecond
 
 // dropAll is a socket filter that accepts no packet.
 var dropAll = func() []bpf.RawInstruction {
@@ -71,6 +75,11 @@ func (s *packetSender) garp(ifname string, vip netip.Addr) (int, error) {
 	c, err := s.arpClient(ifname)
 	if err != nil {
 		return 0, err
+	}
+	// Never wait long for a full send buffer: the Announcer's lock is
+	// held, and Stop (the move to backup) waits for it.
+	if err := c.SetWriteDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return 0, fmt.Errorf("gratuitous ARP for %s on %s: %w", vip, ifname, err)
 	}
 	sent := 0
 	for _, op := range []arp.Operation{arp.OperationRequest, arp.OperationReply} {
