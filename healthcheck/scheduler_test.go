@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
@@ -634,5 +636,88 @@ func TestHealthInterval(t *testing.T) {
 		if got := tt.h.interval(&sp); got != tt.want {
 			t.Errorf("%+v: interval %v, want %v", tt.h, got, tt.want)
 		}
+	}
+}
+
+// The run loop on the real clock with every kind at once: TCP and HTTP on
+// the epoll engine, exec and HTTPS on goroutines; then Run returns
+// promptly when cancelled with checks in flight.
+func TestSchedulerEngineAllKinds(t *testing.T) {
+	var sn seen
+	web := httpServer(t, &sn)
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer tlsSrv.Close()
+	hang := hangingAddr(t)
+	mk := func(s Spec) Spec {
+		s.Interval, s.Timeout, s.Rise, s.Fall = 30*time.Millisecond, 5*time.Second, 1, 1
+		return s
+	}
+	specs := map[string]struct {
+		spec Spec
+		up   bool
+	}{
+		"tcp up":      {mk(Spec{Kind: KindTCP, Target: web}), true},
+		"tcp refused": {mk(Spec{Kind: KindTCP, Target: refusingAddr(t)}), false},
+		"http 200":    {mk(Spec{Kind: KindHTTP, Target: web, HTTP: &HTTPSpec{BodyContains: "vigil"}}), true},
+		"http 503":    {mk(Spec{Kind: KindHTTP, Target: web, HTTP: &HTTPSpec{Path: "/503"}}), false},
+		"https":       {mk(Spec{Kind: KindHTTPS, Target: addrOf(t, tlsSrv.Listener.Addr())}), true},
+		"exec up":     {mk(Spec{Kind: KindExec, Target: web, Exec: &ExecSpec{Command: []string{"true"}}}), true},
+		"exec down":   {mk(Spec{Kind: KindExec, Target: web, Exec: &ExecSpec{Command: []string{"false"}}}), false},
+	}
+	var list []Spec
+	for _, s := range specs {
+		list = append(list, s.spec)
+	}
+	s := NewScheduler(Options{Logger: slog.New(slog.DiscardHandler)})
+	if err := s.Set(list); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	go func() {
+		for range s.Changes() {
+		}
+	}()
+	byKey := map[string]Status{}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		byKey = map[string]Status{}
+		checked := 0
+		for _, st := range s.Snapshot() {
+			byKey[st.Key] = st
+			if st.Checked && st.Passes+st.Fails >= 2 {
+				checked++
+			}
+		}
+		if checked == len(specs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not every check ran twice in 10s: %+v", byKey)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for name, sp := range specs {
+		st := byKey[sp.spec.Key()]
+		if st.Up != sp.up {
+			t.Errorf("%s: up=%v (%s), want %v", name, st.Up, st.Last.Reason, sp.up)
+		}
+	}
+	// A check in flight (an HTTP check of a hanging server, 5 s timeout)
+	// does not hold up Run's return.
+	if err := s.Set(append(list, mk(Spec{Kind: KindHTTP, Target: hang}))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		t.Fatal("Run did not return within 3s of cancel")
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("Run took %v to return", took)
 	}
 }
