@@ -253,13 +253,16 @@ func (c *Claimer) releaseLocked(ctx context.Context) error {
 
 // Transition applies a state change (MASTER claims, every other state
 // releases), then queues the notify commands; they run after the VIPs
-// moved and never delay the caller. An empty t.Instance and nil t.VIPs
-// are filled in.
+// moved and never delay the caller. An empty t.Instance or t.From (the
+// last state applied) and nil t.VIPs are filled in.
 func (c *Claimer) Transition(ctx context.Context, t Transition) error {
 	if t.Instance == "" {
 		t.Instance = c.cfg.Instance
 	}
 	c.mu.Lock()
+	if t.From == "" {
+		t.From = c.state
+	}
 	if t.VIPs == nil {
 		for _, v := range c.cfg.VIPs {
 			t.VIPs = append(t.VIPs, v.Prefix)

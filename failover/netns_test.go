@@ -143,7 +143,7 @@ func TestNetnsVIPAddRemoveIdempotent(t *testing.T) {
 	if st.Announce.FirstSent.IsZero() || st.Announce.Sent == 0 || st.Announce.Errors != 0 {
 		t.Fatalf("announce stats %+v: want packets sent without errors", st.Announce)
 	}
-	if err := c.Transition(ctx, failover.Transition{From: failover.StateMaster, To: failover.StateBackup, Priority: 150}); err != nil {
+	if err := c.Transition(ctx, failover.Transition{To: failover.StateBackup, Priority: 150}); err != nil { // From filled in
 		t.Fatal(err)
 	}
 	if a := findAddr(t, vs1, "10.99.0.100"); a != nil {
