@@ -132,6 +132,24 @@ func (v *validator) ifaceName(p path, s string) {
 	}
 }
 
+// hostAddr checks that a is an address a host can have and be reached at.
+func (v *validator) hostAddr(p path, a netip.Addr) {
+	var what string
+	switch {
+	case a.IsUnspecified():
+		what = "the unspecified address"
+	case a.IsMulticast():
+		what = "a multicast address"
+	case a.IsLoopback():
+		what = "a loopback address"
+	case a.Is4() && a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		what = "the broadcast address"
+	default:
+		return
+	}
+	v.valErr(p, "use a unicast address of the host", "%s is %s", a, what)
+}
+
 func (v *validator) absPath(p path, s string) {
 	if s != "" && !strings.HasPrefix(s, "/") {
 		v.valErr(p, "write an absolute path", "%s: %q is not an absolute path", name(p), s)
@@ -264,6 +282,7 @@ func (v *validator) directors() {
 			}
 		}
 		if d.Address.IsValid() {
+			v.hostAddr(p.child("address"), d.Address)
 			if j, dup := addrs[d.Address]; dup {
 				v.valErr(p.child("address"), "give each director its own address", "director %q has the same address as director %q", d.Name, v.s.Directors[j].Name)
 			} else {
@@ -414,6 +433,7 @@ func (v *validator) instances() {
 				continue
 			}
 			a := vip.Prefix.Addr()
+			v.hostAddr(vp, a)
 			if !fam.IsValid() {
 				fam = a
 			} else if fam.Is4() != a.Is4() {
@@ -658,6 +678,7 @@ func (v *validator) virtualServers() {
 		v6 := vs.Family == "ipv6"
 		if vs.Address.IsValid() {
 			v6 = vs.Address.Addr().Is6()
+			v.hostAddr(p.child("address"), vs.Address.Addr())
 			if vs.Address.Port() == 0 {
 				v.valErr(p.child("address"), fmt.Sprintf("write %q", netip.AddrPortFrom(vs.Address.Addr(), 80).String()), "virtual server address %s has no port", vs.Address.Addr())
 			} else if v.s.InstanceOfVIP(vs.Address.Addr()) == nil && !v.vipsIncomplete {
@@ -738,10 +759,18 @@ func (v *validator) netmask(p path, s string, v6 bool) int {
 
 func (v *validator) realServers(p path, vs *VirtualServer, v6 bool) {
 	seen := map[netip.AddrPort]bool{}
+	names := map[string]bool{}
 	for j := range vs.RealServers {
 		rs, rp := &vs.RealServers[j], p.child("real_servers").index(j)
 		v.missing(rp, "address", `add address = "IP:PORT"`)
+		if v.has(rp.child("name")) { // default names are addresses, checked below
+			if names[rs.Name] {
+				v.valErr(rp.child("name"), "give each real server of a virtual server its own name", "duplicate real server name %q", rs.Name)
+			}
+			names[rs.Name] = true
+		}
 		if rs.Address.IsValid() {
+			v.hostAddr(rp.child("address"), rs.Address.Addr())
 			if rs.Address.Addr().Is6() != v6 {
 				v.valErr(rp.child("address"), "use a real server of the virtual server's address family", "real server %s is of another address family than the virtual server", rs.Address.Addr())
 			}
