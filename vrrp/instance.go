@@ -154,6 +154,10 @@ type Counters struct {
 	SendErrors      uint64
 	Transitions     uint64
 	Reannounces     uint64
+	// AddrMismatch counts valid adverts whose address list differs from
+	// our VIPs. They are used (RFC 5798 says MAY check), but keepalived
+	// drops such adverts: a mixed site must list the same VIPs.
+	AddrMismatch uint64
 	Dropped         map[DropReason]uint64 // invalid packets by reason (non-zero only)
 }
 
@@ -771,6 +775,12 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 		}
 	}
 	in.c.AdvertsReceived++
+	if !sameAddrs(a.Addrs, in.cfg.VIPs) {
+		if in.c.AddrMismatch == 0 {
+			in.log.Warn("advert lists other VIPs than ours (keepalived would drop ours)", "src", src, "theirs", a.Addrs, "ours", in.cfg.VIPs)
+		}
+		in.c.AddrMismatch++
+	}
 	now := in.clk.Now()
 
 	switch in.state {
@@ -848,4 +858,22 @@ func (in *Instance) shouldAccept(a Advert, now time.Time) bool {
 		}
 	}
 	return false
+}
+
+// sameAddrs compares address lists as sets.
+func sameAddrs(a, b []netip.Addr) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := make(map[netip.Addr]int, len(a))
+	for _, x := range a {
+		seen[x.Unmap()]++
+	}
+	for _, x := range b {
+		if seen[x.Unmap()] == 0 {
+			return false
+		}
+		seen[x.Unmap()]--
+	}
+	return true
 }

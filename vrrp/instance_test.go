@@ -553,8 +553,14 @@ func TestUnicastChecksumCompat(t *testing.T) {
 		}
 		r.tr.deliver(Packet{Payload: b, Src: peer, Dst: me, TTL: 255})
 	}
-	if st := r.in.Status(); st.Counters.AdvertsReceived != 2 || len(st.Counters.Dropped) != 0 {
+	if st := r.in.Status(); st.Counters.AdvertsReceived != 2 || len(st.Counters.Dropped) != 0 || st.Counters.AddrMismatch != 0 {
 		t.Fatalf("counters %+v", st.Counters)
+	}
+	a.Addrs = []netip.Addr{vip4}
+	b, _ := a.Marshal(peer, me)
+	r.tr.deliver(Packet{Payload: b, Src: peer, Dst: me, TTL: 255})
+	if st := r.in.Status(); st.Counters.AdvertsReceived != 3 || st.Counters.AddrMismatch != 1 {
+		t.Fatalf("VIP mismatch not counted: %+v", st.Counters)
 	}
 }
 

@@ -59,6 +59,7 @@ type kaConf struct {
 	Peers     []string
 	AuthPass  string
 	NoPreempt bool
+	V6        bool
 }
 
 var kaTemplate = template.Must(template.New("ka").Parse(`global_defs {
@@ -89,7 +90,7 @@ vrrp_instance VI_1 {
     }
 {{- end}}
     virtual_ipaddress {
-        {{.VIP}}/32
+        {{.VIP}}/{{if .V6}}128{{else}}32{{end}}
     }
 }
 `))
@@ -193,18 +194,24 @@ func TestNetnsKeepalived(t *testing.T) {
 		kaIv    string
 		unicast bool
 		pass    string
+		v6      bool
 	}{
-		{"v3-multicast", 3, 100 * time.Millisecond, "0.1", false, ""},
-		{"v3-unicast", 3, 100 * time.Millisecond, "0.1", true, ""},
-		{"v2-auth-pass", 2, time.Second, "1", false, "s3cret"},
+		{"v3-multicast", 3, 100 * time.Millisecond, "0.1", false, "", false},
+		{"v3-unicast", 3, 100 * time.Millisecond, "0.1", true, "", false},
+		{"v2-auth-pass", 2, time.Second, "1", false, "s3cret", false},
+		{"v3-ipv6-multicast", 3, 100 * time.Millisecond, "0.1", false, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lab := netlab.New(t)
-			hv := lab.AddHost("vigil", "10.99.0.1/24")
-			hk := lab.AddHost("ka", "10.99.0.2/24")
-			vip := "10.99.0.100"
+			hv := lab.AddHost("vigil", "10.99.0.1/24", "fd99::1/64")
+			hk := lab.AddHost("ka", "10.99.0.2/24", "fd99::2/64")
+			vip, plen := "10.99.0.100", "/32"
 			rc := RawConfig{Source: src(1)}
-			kc := kaConf{Version: tc.version, Priority: 100, Interval: tc.kaIv, VRID: 51, VIP: vip, AuthPass: tc.pass, Src: "10.99.0.2"}
+			if tc.v6 {
+				vip, plen = "fd99::100", "/128"
+				rc = RawConfig{IPv6: true}
+			}
+			kc := kaConf{Version: tc.version, Priority: 100, Interval: tc.kaIv, VRID: 51, VIP: vip, AuthPass: tc.pass, Src: "10.99.0.2", V6: tc.v6}
 			if tc.unicast {
 				rc.Peers = []netip.Addr{src(2)}
 				kc.Peers = []string{"10.99.0.1"}
@@ -242,11 +249,15 @@ func TestNetnsKeepalived(t *testing.T) {
 				t.Fatalf("vigil (50) is %v while keepalived (100) is master", s)
 			}
 			st := v.in.Status()
-			if st.MasterAddr != src(2) || st.MasterPriority != 100 {
+			kaAddr := src(2)
+			if tc.v6 {
+				kaAddr = linkLocalOf(t, hk)
+			}
+			if st.MasterAddr != kaAddr || st.MasterPriority != 100 {
 				t.Fatalf("vigil sees master %v priority %d, want keepalived at 10.99.0.2 priority 100", st.MasterAddr, st.MasterPriority)
 			}
-			if len(st.Counters.Dropped) != 0 {
-				t.Fatalf("vigil dropped keepalived's adverts: %v", st.Counters.Dropped)
+			if len(st.Counters.Dropped) != 0 || st.Counters.AddrMismatch != 0 {
+				t.Fatalf("vigil dropped or mismatched keepalived's adverts: %+v", st.Counters)
 			}
 
 			// 4. keepalived killed: vigil takes over.
@@ -263,7 +274,7 @@ func TestNetnsKeepalived(t *testing.T) {
 				checkKALog(t, ks)
 				return
 			}
-			hk.MustRun(t, "ip", "addr", "flush", "dev", "eth0", "to", vip+"/32")
+			hk.MustRun(t, "ip", "addr", "flush", "dev", "eth0", "to", vip+plen)
 			kc.Priority = 150
 			k2 := startKeepalived(t, hk, kc)
 			waitKA(t, k2, true, mdi(150, tc.iv)+slack)
@@ -284,4 +295,25 @@ func checkKALog(t *testing.T, ks []*keepalived) {
 			}
 		}
 	}
+}
+
+func linkLocalOf(t *testing.T, h *netlab.Host) netip.Addr {
+	t.Helper()
+	hd := h.Handle()
+	defer hd.Close()
+	link, err := hd.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := hd.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.IsLinkLocalUnicast() {
+			return ip
+		}
+	}
+	t.Fatalf("%s has no link-local address", h.Name)
+	return netip.Addr{}
 }

@@ -29,7 +29,8 @@ type RawConfig struct {
 	IPv6   bool
 	// Peers switches to unicast: one copy of each advert to every peer
 	// (our own address, if listed, is skipped), and only packets from a
-	// peer are accepted. Empty means multicast to 224.0.0.18 / ff02::12.
+	// peer are accepted; their TTL is not checked, as peers may be routed.
+	// Empty means multicast to 224.0.0.18 / ff02::12.
 	Peers []netip.Addr
 	// Netns, when open, is the network namespace to create the socket in
 	// (it stays there); by default the calling thread's.
@@ -305,6 +306,11 @@ func (t *RawTransport) readLoop() {
 		h := t.handler.Load()
 		if h == nil {
 			continue
+		}
+		if !t.multicast() {
+			// Unicast peers may sit behind a router: like keepalived, do
+			// not insist on TTL 255 (we still send with 255).
+			ttl = -1
 		}
 		(*h)(Packet{Payload: append([]byte(nil), buf[:n]...), Src: from, Dst: dst.Unmap(), TTL: ttl})
 	}
