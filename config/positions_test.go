@@ -26,6 +26,8 @@ func TestPositionsTrickyTOML(t *testing.T) {
 		{"nested array of tables", "[[virtual_server]]\nname = \"a\"\n[[virtual_server.real_servers]]\naddress = \"10.0.0.1:80\"\n[[virtual_server.real_servers]]\naddress = \"10.0.0.2:80\"\n»wieght = 1\n", `unknown key "wieght" in virtual_server.real_servers`},
 		{"sub-table of second element", "[[virtual_server]]\nname = \"a\"\n[[virtual_server]]\nname = \"b\"\n[virtual_server.check]\n»tipe = \"tcp\"\n", `unknown key "tipe" in virtual_server.check`},
 		{"multi-line inline array", "[[virtual_server]]\nreal_servers = [\n  # a comment, with { braces }\n  { address = \"10.0.0.1:80\" },\n  { address = \"10.0.0.2:80\",\n    »bogus = 1 },\n]\n", `unknown key "bogus" in virtual_server.real_servers`},
+		{"CRLF line ends", "[site]\r\nname = \"www\"\r\n# c\r\n»bogus = 1\r\n", `unknown key "bogus" in [site]`},
+		{"byte order mark", "\ufeff[site]\nname = \"www\"\n»bogus = 1\n", `unknown key "bogus" in [site]`},
 		{"tab indentation", "[site]\n\tname = \"www\"\n\t»bogus = 1\n", `unknown key "bogus" in [site]`},
 		{"value after unicode", "[[instance]]\nname = \"é\" # é\nvrid = »\"x\"\n", "vrid must be an integer"},
 	}
