@@ -7,6 +7,7 @@ import (
 	"log"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,6 +106,7 @@ func New(cfg Config) (*Channel, error) {
 		pushCh:     make(chan struct{}, 1),
 		done:       make(chan struct{}),
 	}
+	c.cfg.Peers = slices.Clone(cfg.Peers)
 	if c.log == nil {
 		c.log = slog.Default()
 	}
@@ -262,20 +264,35 @@ func (c *Channel) rejoinLoop(ctx context.Context) {
 	}
 }
 
-func (c *Channel) joinMissing() {
+// Missing lists the configured peers that are not members right now
+// (never joined, dead, or left): the drill's "every director present"
+// check, and what the re-join loop works on.
+func (c *Channel) Missing() []netip.AddrPort {
 	present := make(map[netip.AddrPort]bool)
 	for _, n := range c.ml.Members() {
 		if ap, ok := nodeAddrPort(n); ok {
 			present[ap] = true
 		}
 	}
+	var out []netip.AddrPort
 	for _, p := range c.cfg.Peers {
-		if p == c.selfAP || present[p] {
-			c.mu.Lock()
-			delete(c.missedJoin, p)
-			c.mu.Unlock()
-			continue
+		if p != c.selfAP && !present[p] && !slices.Contains(out, p) {
+			out = append(out, p)
 		}
+	}
+	return out
+}
+
+func (c *Channel) joinMissing() {
+	missing := c.Missing()
+	c.mu.Lock()
+	for p := range c.missedJoin {
+		if !slices.Contains(missing, p) {
+			delete(c.missedJoin, p)
+		}
+	}
+	c.mu.Unlock()
+	for _, p := range missing {
 		select {
 		case <-c.done:
 			return

@@ -337,10 +337,16 @@ func TestRejoinLatePeer(t *testing.T) {
 	a.Start(ctx)
 	b.Start(ctx)
 	waitUntil(t, "failed join attempts", 10*time.Second, func() bool { return strings.Count(a.logs.String(), "join cluster peer failed") >= 2 })
+	if m := a.Missing(); len(m) != 1 || m[0].Port() != uint16(tb.GetAutoBindPort()) {
+		t.Fatalf("Missing() = %v", m)
+	}
 	ta.cut.Store(false)
 	tb.cut.Store(false)
 	b.events.waitFor(t, "vs2 to see vs1 join", 15*time.Second, kindIs(PeerJoin, "vs1"))
 	a.events.waitFor(t, "vs1 to see vs2", 15*time.Second, kindIs(PeerJoin, "vs2"))
+	if m := a.Missing(); len(m) != 0 {
+		t.Fatalf("Missing() after join = %v", m)
+	}
 	if err := a.Start(ctx); err == nil {
 		t.Fatal("second Start accepted")
 	}
