@@ -2,7 +2,9 @@ package healthcheck
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"syscall"
 	"time"
 )
 
@@ -19,6 +21,10 @@ type Result struct {
 	Latency time.Duration
 	// Weight is the weight a dynamic exec check asked for, or NoWeight.
 	Weight int
+	// Local means the check could not run here (out of file descriptors,
+	// ports or memory): it says nothing about the server, and the
+	// scheduler does not count it as a pass or a failure.
+	Local bool
 }
 
 // Checker runs one check of one real server. Check must return by
@@ -53,6 +59,24 @@ func pass(start time.Time, format string, args ...any) Result {
 
 func fail(start time.Time, format string, args ...any) Result {
 	return Result{Up: false, Reason: fmt.Sprintf(format, args...), Latency: time.Since(start), Weight: NoWeight}
+}
+
+// isLocal reports whether err is this host's shortage rather than the
+// server's answer.
+func isLocal(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL, syscall.EAGAIN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// localFailure is a Result for a check that could not run here.
+func localFailure(start time.Time, format string, args ...any) Result {
+	r := fail(start, format, args...)
+	r.Local = true
+	return r
 }
 
 // roundDur prints durations for humans: 1s, 250ms, 1.5ms.

@@ -103,14 +103,14 @@ func (e *engine) start(j *job, sa unix.Sockaddr, family int, timeout time.Durati
 	e.inflight++
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		e.done(j, fail(j.start, "socket for %s: %v", j.addr, err))
+		e.done(j, localFailure(j.start, "cannot check %s here: socket: %v", j.addr, err))
 		return
 	}
 	j.fd = fd
 	// Delayed ACK (see dial) and RST on close.
 	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
 	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
-		e.done(j, fail(j.start, "setsockopt SO_LINGER for %s: %v", j.addr, err))
+		e.done(j, localFailure(j.start, "cannot check %s here: setsockopt SO_LINGER: %v", j.addr, err))
 		return
 	}
 	err = unix.Connect(fd, sa)
@@ -133,7 +133,7 @@ func (e *engine) start(j *job, sa unix.Sockaddr, family int, timeout time.Durati
 	// Added after connect: epoll reports a handshake that completed
 	// meanwhile at once, and never a stale hang-up of the fresh socket.
 	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: events, Fd: int32(fd)}); err != nil {
-		e.done(j, fail(j.start, "epoll_ctl for %s: %v", j.addr, err))
+		e.done(j, localFailure(j.start, "cannot check %s here: epoll_ctl: %v", j.addr, err))
 		return
 	}
 	for fd >= len(e.jobs) {

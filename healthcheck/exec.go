@@ -53,6 +53,9 @@ func (e *ExecChecker) Check(ctx context.Context, deadline time.Time) Result {
 	}
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
+		if isLocal(err) {
+			return localFailure(start, "cannot run %s here: %v", name, err)
+		}
 		return fail(start, "%s: %v", name, err)
 	}
 	code := 0

@@ -367,8 +367,14 @@ func (s *Scheduler) complete(d done, due *checkHeap, pending *[]Change) {
 	}
 	now := s.clock.Now()
 	sp := &c.spec
+	if d.r.Local && !c.last.Local {
+		s.log.Warn("health check could not run; not counted", "check", sp.Kind, "target", sp.Target, "reason", d.r.Reason)
+	}
 	s.mu.Lock()
-	flipped, reweighted := c.h.observe(d.r, sp.Rise, sp.Fall)
+	var flipped, reweighted bool
+	if !d.r.Local {
+		flipped, reweighted = c.h.observe(d.r, sp.Rise, sp.Fall)
+	}
 	c.last = d.r
 	c.lastCheck = d.started
 	if flipped {

@@ -2,6 +2,7 @@ package healthcheck
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -719,5 +721,30 @@ func TestSchedulerEngineAllKinds(t *testing.T) {
 	}
 	if took := time.Since(start); took > 2*time.Second {
 		t.Errorf("Run took %v to return", took)
+	}
+}
+
+func TestLocalFailureNotCounted(t *testing.T) {
+	m := newSim(t, Options{})
+	sp := tcpSpec("10.99.0.1:80")
+	sp.Fall, sp.InitialUp = 1, true
+	local := Result{Reason: "cannot check here: too many open files", Weight: NoWeight, Local: true}
+	sc := m.script("10.99.0.1:80", ok, local, local)
+	m.set(sp)
+	m.steps(3)
+	st := m.s.Snapshot()[0]
+	if !st.Up || st.Passes != 1 || st.Fails != 0 || !st.Last.Local || len(m.changes) != 1 {
+		t.Fatalf("a local failure counted: %+v, changes %+v", st, m.changes)
+	}
+	sc.then(bad)
+	m.steps(1)
+	if st := m.s.Snapshot()[0]; st.Up {
+		t.Fatalf("a real failure did not count: %+v", st)
+	}
+}
+
+func TestIsLocal(t *testing.T) {
+	if !isLocal(fmt.Errorf("socket: %w", syscall.EMFILE)) || isLocal(syscall.ECONNREFUSED) {
+		t.Fatal("isLocal misjudges")
 	}
 }

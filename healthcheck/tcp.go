@@ -45,5 +45,8 @@ func connectFailure(start, deadline time.Time, addr netip.AddrPort, err error) R
 	if errors.Is(err, errTimeout) {
 		return fail(start, "timeout after %v connecting to %s", roundDur(deadline.Sub(start)), addr)
 	}
+	if isLocal(err) {
+		return localFailure(start, "cannot check %s here: %v", addr, err)
+	}
 	return fail(start, "connect %s: %v", addr, err)
 }
