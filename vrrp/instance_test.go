@@ -576,3 +576,30 @@ func BenchmarkCodec(b *testing.B) {
 		}
 	}
 }
+
+func TestFaultBeforeStart(t *testing.T) {
+	clk := newFakeClock()
+	tr := (*bus)(nil).port(self)
+	in, err := NewInstance(Config{VRID: 1, Priority: 255}, tr, clk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.SetFault("interface eth1 down", true)
+	if err := in.start(); err != nil {
+		t.Fatal(err)
+	}
+	if s := in.State(); s != Fault {
+		t.Fatalf("state %v, want FAULT", s)
+	}
+	clk.Advance(time.Minute)
+	if len(tr.take()) != 0 {
+		t.Fatal("a faulted address owner sent adverts")
+	}
+	in.SetFault("interface eth1 down", false)
+	if s := in.State(); s != Master {
+		t.Fatalf("state %v, want MASTER (address owner)", s)
+	}
+	if err := in.start(); err == nil {
+		t.Fatal("started twice")
+	}
+}
