@@ -78,7 +78,7 @@ func (w *mlLog) Write(p []byte) (int, error) {
 		w.label.Add(1)
 	}
 	if kind == rejectNone {
-		w.log.Log(context.Background(), level, msg, "component", "memberlist")
+		w.log.Log(context.Background(), level, msg, "layer", "memberlist")
 		return len(p), nil
 	}
 	w.mu.Lock()
@@ -95,6 +95,6 @@ func (w *mlLog) Write(p []byte) (int, error) {
 	if kind == rejectLabel {
 		what = "dropped a message from another site (cluster label differs)"
 	}
-	w.log.Warn(what, "component", "memberlist", "detail", msg, "suppressed", suppressed)
+	w.log.Warn(what, "layer", "memberlist", "detail", msg, "suppressed", suppressed)
 	return len(p), nil
 }
