@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -207,7 +208,7 @@ type Instance struct {
 	evmu    sync.Mutex
 	evq     []Event
 	evWake  chan struct{}
-	evAsync bool // false in unit tests: events delivered inline, after the lock
+	evAsync atomic.Bool // set by Run; unit tests drive start() and get events inline
 }
 
 // NewInstance checks cfg and returns an instance that will use tr to talk
@@ -257,7 +258,7 @@ func (in *Instance) Name() string { return in.cfg.Name }
 // stops silently, as a crash would (no priority-0 advert): use Stop for a
 // graceful handover. Run returns after the last event was delivered.
 func (in *Instance) Run(ctx context.Context) error {
-	in.evAsync = true
+	in.evAsync.Store(true)
 	dispatched := make(chan struct{})
 	stopDispatch := make(chan struct{})
 	go func() { defer close(dispatched); in.dispatch(stopDispatch) }()
@@ -489,7 +490,7 @@ func (in *Instance) apply(fx effects) error {
 		fx.events = pub
 	}
 	if len(fx.events) > 0 {
-		if in.evAsync {
+		if in.evAsync.Load() {
 			in.evmu.Lock()
 			in.evq = append(in.evq, fx.events...)
 			if len(in.evq) > 1000 {
