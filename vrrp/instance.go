@@ -159,7 +159,7 @@ type Counters struct {
 	// our VIPs. They are used (RFC 5798 says MAY check), but keepalived
 	// drops such adverts: a mixed site must list the same VIPs.
 	AddrMismatch uint64
-	Dropped         map[DropReason]uint64 // invalid packets by reason (non-zero only)
+	Dropped      map[DropReason]uint64 // invalid packets by reason (non-zero only)
 }
 
 // Status is a snapshot of an instance.
