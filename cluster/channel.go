@@ -87,7 +87,7 @@ const (
 // its sockets, so a port clash is reported here). Call Start to join the
 // peers. Create it on the thread/namespace it should listen in.
 func New(cfg Config) (*Channel, error) {
-	key, err := cfg.validate()
+	keys, err := cfg.validate()
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +128,13 @@ func New(cfg Config) (*Channel, error) {
 		mc.AdvertiseAddr = cfg.BindAddr.String()
 	}
 	mc.Label = c.label
-	mc.SecretKey = key
+	if len(keys) > 0 {
+		kr, err := memberlist.NewKeyring(keys, keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("cluster channel keyring: %w", err)
+		}
+		mc.Keyring = kr
+	}
 	mc.GossipVerifyIncoming = true
 	mc.GossipVerifyOutgoing = true
 	t := c.timings

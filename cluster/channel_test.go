@@ -486,3 +486,29 @@ func TestPushPullRelaysState(t *testing.T) {
 		t.Fatal("malformed push/pull state not counted")
 	}
 }
+
+// TestKeyRotation: a director that sends with the new key and still
+// accepts the old one talks with one that does the reverse, so a key is
+// rotated one director at a time without a split.
+func TestKeyRotation(t *testing.T) {
+	const oldKey, newKey = testKey, "the new passphrase of the www site"
+	ns := startCluster(t,
+		spec{name: "vs1", site: "www", key: oldKey, extraKeys: []string{newKey}, timings: testTimings()},
+		spec{name: "vs2", site: "www", key: newKey, extraKeys: []string{oldKey}, timings: testTimings()})
+	waitJoined(t, ns...)
+	got := make(chan struct{}, 2)
+	ns[0].Handle("t", func(Peer, []byte) { got <- struct{}{} })
+	ns[1].Handle("t", func(Peer, []byte) { got <- struct{}{} })
+	ns[0].Broadcast("t", nil)
+	ns[1].Broadcast("t", nil)
+	for range 2 {
+		select {
+		case <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatal("message lost between rotating directors")
+		}
+	}
+	if s := ns[0].Stats(); s.AuthFailures != 0 {
+		t.Fatalf("authentication failures during rotation: %+v", s)
+	}
+}

@@ -33,6 +33,11 @@ type Config struct {
 
 	// KeyFile is the AES key file (see LoadKey). Required unless Insecure.
 	KeyFile string
+	// ExtraKeyFiles are further keys accepted for incoming messages but
+	// never used to send, for rotating the key without a split: add the
+	// new key here on every director, then make it the KeyFile (the old
+	// one extra) everywhere, then drop the old one.
+	ExtraKeyFiles []string
 	// Insecure runs the channel unencrypted and unauthenticated, with a
 	// warning at every start. It may not be combined with KeyFile.
 	Insecure bool
@@ -123,8 +128,9 @@ func Label(site string) string {
 	return prefix + "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// validate checks cfg and returns the key to use (nil when insecure).
-func (cfg *Config) validate() ([]byte, error) {
+// validate checks cfg and returns the keys to use, primary first (none
+// when insecure).
+func (cfg *Config) validate() ([][]byte, error) {
 	var errs []error
 	if cfg.Site == "" {
 		errs = append(errs, errors.New("site name is empty"))
@@ -143,21 +149,26 @@ func (cfg *Config) validate() ([]byte, error) {
 			errs = append(errs, fmt.Errorf("peer %s: want address:port", p))
 		}
 	}
-	var key []byte
+	var keys [][]byte
 	switch {
 	case cfg.KeyFile != "" && cfg.Insecure:
 		errs = append(errs, errors.New("both a key file and insecure are set; remove one"))
 	case cfg.KeyFile == "" && !cfg.Insecure:
 		errs = append(errs, errors.New("no cluster key file; set one, or insecure = true to run the channel unencrypted"))
 	case cfg.KeyFile != "":
-		k, err := LoadKey(cfg.KeyFile)
-		if err != nil {
-			errs = append(errs, err)
+		for _, f := range append([]string{cfg.KeyFile}, cfg.ExtraKeyFiles...) {
+			k, err := LoadKey(f)
+			if err != nil {
+				errs = append(errs, err)
+			}
+			keys = append(keys, k)
 		}
-		key = k
+	}
+	if cfg.Insecure && len(cfg.ExtraKeyFiles) > 0 {
+		errs = append(errs, errors.New("extra key files given with insecure"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("cluster channel config: %w", err)
 	}
-	return key, nil
+	return keys, nil
 }

@@ -18,7 +18,8 @@
 //
 // Security: every packet and stream is sealed with AES-GCM under a key read
 // from a key file (16, 24 or 32 raw bytes, or a passphrase hashed with
-// SHA-256), with memberlist's GossipVerifyIncoming/Outgoing on, and carries a
+// SHA-256; Config.ExtraKeyFiles are also accepted on receipt, to rotate
+// the key one director at a time), with memberlist's GossipVerifyIncoming/Outgoing on, and carries a
 // cluster label derived from the site name that is also authenticated, so
 // two sites on one network never merge. Packets that fail authentication or
 // carry another site's label are dropped by memberlist before they reach
@@ -33,7 +34,9 @@
 // timeout, suspicion x2), two directors on loopback, measured with
 // go test -run XXX -bench FailureDetection -benchtime 5x ./cluster/:
 // a crash is seen after about 1.3 s, a symmetric partition after about
-// 1.3 s, a graceful Leave after about 0.4 s.
+// 1.3 s, a graceful Leave after about 0.4 s. A topic message takes about
+// 0.25 ms from Broadcast to the peer's handler on loopback
+// (BenchmarkBroadcastLatency).
 //
 // The package does not import the site configuration: the wiring package
 // converts the site file into a Config.

@@ -197,7 +197,8 @@ func (b *logBuffer) String() string {
 
 // spec describes one node of a test cluster.
 type spec struct {
-	name, site, key string // key: file content; "" = insecure
+	name, site, key string   // key: file content; "" = insecure
+	extraKeys       []string // contents of ExtraKeyFiles
 	timings         Timings
 }
 
@@ -244,6 +245,9 @@ func newNode(t testing.TB, s spec, tr *cutTransport, peers []netip.AddrPort) *no
 		cfg.Insecure = true
 	} else {
 		cfg.KeyFile = writeKey(t, s.key)
+	}
+	for _, k := range s.extraKeys {
+		cfg.ExtraKeyFiles = append(cfg.ExtraKeyFiles, writeKey(t, k))
 	}
 	ch, err := New(cfg)
 	if err != nil {

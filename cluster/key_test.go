@@ -99,6 +99,9 @@ func TestConfigValidate(t *testing.T) {
 		{"no node", func(c *Config) { c.NodeName = "" }, "node name"},
 		{"no bind", func(c *Config) { c.BindAddr = mustAddr("").Unmap() }, "bind address"},
 		{"bad port", func(c *Config) { c.Port = 70000 }, "port 70000"},
+		{"extra key", func(c *Config) { c.ExtraKeyFiles = []string{key} }, ""},
+		{"bad extra key", func(c *Config) { c.ExtraKeyFiles = []string{key + ".missing"} }, ".missing"},
+		{"extra key with insecure", func(c *Config) { c.KeyFile, c.Insecure, c.ExtraKeyFiles = "", true, []string{key} }, "extra key files given with insecure"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
