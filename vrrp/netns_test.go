@@ -27,6 +27,7 @@ type director struct {
 	done   chan error
 	mu     sync.Mutex
 	evs    []Event
+	hold   bool
 }
 
 func startDirector(t *testing.T, h *netlab.Host, cfg Config, rc RawConfig) *director {
@@ -38,6 +39,13 @@ func startDirector(t *testing.T, h *netlab.Host, cfg Config, rc RawConfig) *dire
 }
 
 func (d *director) start() {
+	d.t.Helper()
+	d.prepare()
+}
+
+// prepare opens the transport and creates the instance, then runs it
+// unless d.hold is set (sync groups join instances before they run).
+func (d *director) prepare() {
 	d.t.Helper()
 	if d.rc.Interface == "" {
 		d.rc.Interface = "eth0"
@@ -65,8 +73,16 @@ func (d *director) start() {
 		d.t.Fatal(err)
 	}
 	d.in = in
+	if !d.hold {
+		d.run()
+	}
+}
+
+// run starts the prepared instance.
+func (d *director) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel, d.done = cancel, make(chan error, 1)
+	in := d.in
 	go func() { d.done <- in.Run(ctx) }()
 }
 
