@@ -156,8 +156,21 @@ func New(cfg Config) (*Channel, error) {
 		last: make(map[rejectKind]time.Time), quiet: make(map[rejectKind]int),
 	}, "", 0)
 
+	if cfg.InNamespace != nil {
+		nt, err := newNetnsTransport(cfg.InNamespace, cfg.BindAddr, cfg.Port, mc.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("start cluster channel on %s port %d: %w", cfg.BindAddr, cfg.Port, err)
+		}
+		mc.Transport = nt
+		mc.BindPort = nt.GetAutoBindPort()
+		mc.AdvertisePort = mc.BindPort
+	}
+
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		if mc.Transport != nil && cfg.Transport == nil {
+			mc.Transport.Shutdown()
+		}
 		return nil, fmt.Errorf("start cluster channel on %s port %d: %w", cfg.BindAddr, cfg.Port, err)
 	}
 	c.ml = ml

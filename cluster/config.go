@@ -58,6 +58,14 @@ type Config struct {
 	// Transport replaces memberlist's UDP+TCP transport (tests: a wrapper
 	// that drops packets, or one that dials inside a network namespace).
 	Transport memberlist.Transport
+	// InNamespace, when set, runs f on a thread inside the network
+	// namespace the channel belongs to (netlab's Host.Do fits). The
+	// channel creates its sockets and makes every TCP dial through it:
+	// memberlist dials at send time on whatever thread runs the dial, so
+	// several directors in one process (tests) would otherwise dial from
+	// the wrong namespace. A daemon in its own namespace leaves it nil.
+	// Not with Transport.
+	InNamespace func(f func() error) error
 }
 
 // Timings tune memberlist's failure detection. For a pair, a crash is
@@ -148,6 +156,9 @@ func (cfg *Config) validate() ([][]byte, error) {
 		if !p.IsValid() || p.Port() == 0 {
 			errs = append(errs, fmt.Errorf("peer %s: want address:port", p))
 		}
+	}
+	if cfg.Transport != nil && cfg.InNamespace != nil {
+		errs = append(errs, errors.New("Transport and InNamespace are exclusive"))
 	}
 	var keys [][]byte
 	switch {

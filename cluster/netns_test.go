@@ -2,86 +2,19 @@ package cluster
 
 import (
 	"context"
-	"errors"
-	"io"
-	"log"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/memberlist"
-
 	"github.com/vigil-lb/vigil/internal/netlab"
 	"github.com/vigil-lb/vigil/internal/testenv"
 )
-
-// nsTransport is memberlist's NetTransport with its sockets in a lab
-// host's namespace. Its listeners are made inside the namespace and stay
-// there, but NetTransport dials TCP at send time on whatever thread runs
-// the dial, so dials are moved into the namespace too (in the daemon, one
-// process per namespace, none of this is needed).
-type nsTransport struct {
-	*memberlist.NetTransport
-	h *netlab.Host
-
-	// memberlist does not wait for its probe goroutines on Shutdown, so
-	// the transport tracks its dials and lets none run after it, when the
-	// lab may be closing the namespace handle.
-	mu     sync.Mutex
-	closed bool
-	dials  sync.WaitGroup
-}
-
-func (t *nsTransport) inNS(dial func() (net.Conn, error)) (net.Conn, error) {
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		return nil, errors.New("transport shut down")
-	}
-	t.dials.Add(1)
-	t.mu.Unlock()
-	defer t.dials.Done()
-	var c net.Conn
-	err := t.h.Do(func() (err error) { c, err = dial(); return })
-	return c, err
-}
-
-func (t *nsTransport) Shutdown() error {
-	t.mu.Lock()
-	t.closed = true
-	t.mu.Unlock()
-	t.dials.Wait()
-	return t.NetTransport.Shutdown()
-}
-
-func newNSTransport(t *testing.T, h *netlab.Host, bind netip.Addr, port int) *nsTransport {
-	t.Helper()
-	var nt *memberlist.NetTransport
-	if err := h.Do(func() error {
-		var err error
-		nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-			BindAddrs: []string{bind.String()}, BindPort: port, Logger: log.New(io.Discard, "", 0)})
-		return err
-	}); err != nil {
-		t.Fatalf("transport in %s: %v", h.Name, err)
-	}
-	return &nsTransport{NetTransport: nt, h: h}
-}
-
-func (t *nsTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	return t.inNS(func() (net.Conn, error) { return t.NetTransport.DialTimeout(addr, timeout) })
-}
-
-func (t *nsTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	return t.inNS(func() (net.Conn, error) { return t.NetTransport.DialAddressTimeout(a, timeout) })
-}
 
 // blockVRRP makes h's firewall drop what clouds drop: IP protocol 112 and
 // multicast, in and out, counting what it dropped.
@@ -130,8 +63,8 @@ func TestNetnsChannelWithVRRPBlocked(t *testing.T) {
 		n := &node{events: &eventLog{}, logs: &logBuffer{}}
 		ch, err := New(Config{Site: "www", NodeName: name, BindAddr: addr, Port: port, Peers: peers, KeyFile: key,
 			OnEvent: n.events.add, Logger: slog.New(slog.NewTextHandler(n.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-			Timings:   testTimings(),
-			Transport: newNSTransport(t, h, addr, port)})
+			Timings:     testTimings(),
+			InNamespace: h.Do})
 		if err != nil {
 			t.Fatalf("New(%s): %v", name, err)
 		}
