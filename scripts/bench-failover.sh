@@ -4,9 +4,9 @@
 # vigil and keepalived (Debian's 2.2.7) in the same network-namespace lab,
 # plus each daemon's CPU and RSS as master, and optionally a stability run.
 #
-#   sudo scripts/bench-failover.sh              # the full benchmark (~25 min)
+#   sudo scripts/bench-failover.sh              # the full benchmark (about 25 min on 2 busy cores)
 #   sudo scripts/bench-failover.sh -quick       # a few minutes, for development
-#   sudo scripts/bench-failover.sh -stability 10m   # also the 10-minute stability run
+#   sudo scripts/bench-failover.sh -stability 10m   # also the 10-minute stability run (per daemon)
 #   sudo scripts/bench-failover.sh -impl keepalived -adverts 100ms -runs 3 -v
 #
 # Any flag is passed to failbench (`go run ./internal/failbench/cmd/failbench -h`).

@@ -295,13 +295,16 @@ func (r *rig) runOnce(ctx context.Context, kind string, tm caseTiming) Run {
 	newMAC := r.hosts[nw].MAC.String()
 	r.ev.arpView(func(arps []Event) {
 		for _, a := range arps {
-			if a.From == vipIP && a.MAC == newMAC && a.End > t0n {
+			if a.From == vipIP && a.MAC == newMAC && a.End > t0n && a.End <= ans.End+int64(time.Second) {
 				run.Announce = time.Duration(a.End - last)
 				return
 			}
 		}
 	})
-	r.trace(t0n, last, ans.End)
+
+	// Written after the recovery, when the probes in flight at the failure
+	// have ended too.
+	defer r.trace(t0n, last, ans.End)
 
 	// Recovery: the old master comes back as after a reboot and preempts.
 	if kind == Crash {
@@ -356,7 +359,6 @@ func (r *rig) runOnce(ctx context.Context, kind string, tm caseTiming) Run {
 	})
 	r.writeTrace(fmt.Sprintf("run-%02d-preempt.trace", r.traces),
 		"# t=0 is the old master's restart; probes answered like the one before are left out", tr, tr, st, true)
-	r.ev.trim(tr - int64(time.Second))
 	return run
 }
 
@@ -389,6 +391,7 @@ func runCase(ctx context.Context, cfg Config, impl Impl, advert time.Duration, k
 			return c
 		}
 		run := r.runOnce(ctx, kind, tm)
+		r.ev.trim(time.Now().Add(-10*time.Second - 5*advert).UnixNano())
 		c.Runs = append(c.Runs, run)
 		cfg.Log.Info("run", "impl", impl.Name(), "advert", advert, "kind", kind, "n", i+1,
 			"outage", run.Outage, "last_advert", run.LastAdvert, "takeover", run.Takeover, "announce", run.Announce,

@@ -119,10 +119,19 @@ func (rep *Report) Print(w io.Writer) {
 			out := Summarize(pick(good, func(r Run) time.Duration { return r.Outage }))
 			last := Summarize(pick(good, func(r Run) time.Duration { return r.LastAdvert }))
 			tk := Summarize(pick(good, func(r Run) time.Duration { return r.Takeover }))
-			an := Summarize(pick(good, func(r Run) time.Duration { return r.Announce }))
+			var anns []time.Duration
+			for _, r := range good {
+				if r.Announce > 0 {
+					anns = append(anns, r.Announce)
+				}
+			}
+			an := Summarize(anns)
 			split := "-"
 			if tk.N > 0 {
-				split = ms(tk.Median) + " / " + ms(an.Median)
+				split = ms(tk.Median) + " / -"
+				if an.N > 0 {
+					split = ms(tk.Median) + " / " + ms(an.Median)
+				}
 			}
 			pf, pfRuns, left := 0, 0, 0
 			for _, r := range good {
