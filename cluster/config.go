@@ -56,7 +56,7 @@ type Config struct {
 	// slog.Default().
 	Logger *slog.Logger
 	// Transport replaces memberlist's UDP+TCP transport (tests: a wrapper
-	// that drops packets, or one that dials inside a network namespace).
+	// that drops packets to make a partition).
 	Transport memberlist.Transport
 	// InNamespace, when set, runs f on a thread inside the network
 	// namespace the channel belongs to (netlab's Host.Do fits). The

@@ -16,12 +16,13 @@
 //     config drift between directors and two directors claiming master for
 //     one instance longer than one advert interval (Event, Drift, Peers).
 //
-// Security: every packet and stream is sealed with AES-GCM under a key read
-// from a key file (16, 24 or 32 raw bytes, or a passphrase hashed with
-// SHA-256; Config.ExtraKeyFiles are also accepted on receipt, to rotate
-// the key one director at a time), with memberlist's GossipVerifyIncoming/Outgoing on, and carries a
-// cluster label derived from the site name that is also authenticated, so
-// two sites on one network never merge. Packets that fail authentication or
+// Security: every packet and stream is sealed with AES-GCM under a key
+// read from a key file (16, 24 or 32 raw bytes, or a passphrase hashed
+// with SHA-256; Config.ExtraKeyFiles are also accepted on receipt, to
+// rotate the key one director at a time), with memberlist's
+// GossipVerifyIncoming/Outgoing on, and carries a cluster label derived
+// from the site name that is also authenticated, so two sites on one
+// network never merge. Packets that fail authentication or
 // carry another site's label are dropped by memberlist before they reach
 // this package; the channel counts them from memberlist's log lines (Stats).
 // memberlist does not stop replays, so topic messages carry the sender's
