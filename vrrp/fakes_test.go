@@ -84,6 +84,36 @@ func (c *fakeClock) Advance(d time.Duration) {
 	}
 }
 
+// Stall jumps time forward by d as if the process had been descheduled:
+// every timer due in between fires late, at the end.
+func (c *fakeClock) Stall(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+	for {
+		c.mu.Lock()
+		var due *fakeTimer
+		for i, t := range c.timers {
+			if !t.when.After(c.now) && (due == nil || t.when.Before(due.when)) {
+				due = c.timers[i]
+			}
+		}
+		if due == nil {
+			c.mu.Unlock()
+			return
+		}
+		for i, t := range c.timers {
+			if t == due {
+				c.timers = append(c.timers[:i], c.timers[i+1:]...)
+				break
+			}
+		}
+		due.stopped = true
+		c.mu.Unlock()
+		due.f()
+	}
+}
+
 // bus is an in-memory LAN for fake transports; links can be cut.
 type bus struct {
 	mu    sync.Mutex

@@ -58,9 +58,14 @@ type Config struct {
 	// becomes master for lack of adverts during this time, so a node whose
 	// link is still coming up does not grab the VIPs.
 	StartupDelay time.Duration
-	VIPs         []netip.Addr // sent in adverts (keepalived checks them)
-	AuthPass     string       // v2 simple-text password (auth_type PASS), at most 8 bytes
-	Logger       *slog.Logger
+	// DownAdverts is how many advert intervals a backup waits before the
+	// skew (RFC: 3, the default; keepalived down_timer_adverts 1..100):
+	// more rides out lossy links and short stalls at the cost of a slower
+	// failover.
+	DownAdverts int
+	VIPs        []netip.Addr // sent in adverts (keepalived checks them)
+	AuthPass    string       // v2 simple-text password (auth_type PASS), at most 8 bytes
+	Logger      *slog.Logger
 }
 
 func (c *Config) setDefaults() error {
@@ -72,6 +77,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Interval == 0 {
 		c.Interval = time.Second
+	}
+	if c.DownAdverts == 0 {
+		c.DownAdverts = 3
 	}
 	if c.Name == "" {
 		c.Name = fmt.Sprintf("vrid%d", c.VRID)
@@ -100,6 +108,9 @@ func (c *Config) setDefaults() error {
 	}
 	if len(c.VIPs) > 255 {
 		errs = append(errs, errors.New("more than 255 VIPs"))
+	}
+	if c.DownAdverts < 1 || c.DownAdverts > 100 {
+		errs = append(errs, fmt.Errorf("down adverts %d: want 1..100", c.DownAdverts))
 	}
 	if c.PreemptDelay < 0 || c.StartupDelay < 0 {
 		errs = append(errs, errors.New("negative delay"))
@@ -159,7 +170,10 @@ type Counters struct {
 	// our VIPs. They are used (RFC 5798 says MAY check), but keepalived
 	// drops such adverts: a mixed site must list the same VIPs.
 	AddrMismatch uint64
-	Dropped      map[DropReason]uint64 // invalid packets by reason (non-zero only)
+	// LateTimers counts master down timers that fired late (the process
+	// was not scheduled) and were given a short grace for queued adverts.
+	LateTimers uint64
+	Dropped    map[DropReason]uint64 // invalid packets by reason (non-zero only)
 }
 
 // Status is a snapshot of an instance.
@@ -194,6 +208,8 @@ type Instance struct {
 	masterPrio     uint8
 	timer          Timer
 	timerGen       uint64
+	timerDue       time.Time // when the pending timer should fire
+	inGrace        bool      // the pending down timer is a late-timer grace
 	faults         map[string]bool
 	weights        map[string]int
 	hooks          []func(Event) // sync groups: called inline, after the lock
@@ -605,7 +621,9 @@ func (in *Instance) skew() time.Duration {
 }
 
 // masterDown is Master_Down_Interval.
-func (in *Instance) masterDown() time.Duration { return 3*in.masterInterval + in.skew() }
+func (in *Instance) masterDown() time.Duration {
+	return time.Duration(in.cfg.DownAdverts)*in.masterInterval + in.skew()
+}
 
 func (in *Instance) transition(fx *effects, to State, reason string) {
 	from := in.state
@@ -669,6 +687,8 @@ func (in *Instance) becomeBackup(fx *effects, reason string) {
 // already started finds its generation stale and does nothing.
 func (in *Instance) armTimer(d time.Duration, f func()) {
 	in.cancelTimer()
+	in.inGrace = false
+	in.timerDue = in.clk.Now().Add(d)
 	gen := in.timerGen
 	in.timer = in.clk.AfterFunc(d, func() {
 		in.mu.Lock()
@@ -693,6 +713,20 @@ func (in *Instance) cancelTimer() {
 func (in *Instance) downTimer() {
 	var fx effects
 	if in.state == Backup {
+		// Fired late: this process was not running (a descheduled VM,
+		// keepalived's "thread timer expired" of pain point 8), and the
+		// master's adverts may be waiting in the socket. Give the reader
+		// a short grace to deliver them before taking over.
+		late := in.clk.Now().Sub(in.timerDue)
+		if !in.inGrace && late > max(in.masterInterval/2, 10*time.Millisecond) {
+			g := min(max(in.masterInterval/4, 5*time.Millisecond), 250*time.Millisecond)
+			in.log.Warn("master down timer fired late; waiting for queued adverts", "late", late, "grace", g)
+			in.c.LateTimers++
+			in.armTimer(g, in.downTimer)
+			in.inGrace = true
+			in.mu.Unlock()
+			return
+		}
 		in.becomeMaster(&fx, "master down timer expired")
 	}
 	in.mu.Unlock()

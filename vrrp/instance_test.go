@@ -603,3 +603,39 @@ func TestFaultBeforeStart(t *testing.T) {
 		t.Fatal("started twice")
 	}
 }
+
+// TestLateDownTimerGrace: after a stall (the process was not scheduled), a
+// down timer that fires late waits a short grace for the adverts queued in
+// the socket instead of taking over at once.
+func TestLateDownTimerGrace(t *testing.T) {
+	r := newRig(t, Config{Priority: 100, Interval: 100 * time.Millisecond})
+	r.from(peerH, 200)
+	r.clk.Stall(2 * time.Second)
+	r.want(Backup)
+	r.from(peerH, 200) // the queued advert, read after the stall
+	r.clk.Advance(100 * time.Millisecond)
+	r.want(Backup)
+	if n := r.in.Status().Counters.LateTimers; n != 1 {
+		t.Fatalf("late timers %d", n)
+	}
+	// No advert after a stall: master after the grace (25ms) only.
+	r.clk.Stall(2 * time.Second)
+	r.want(Backup)
+	r.clk.Advance(25 * time.Millisecond)
+	r.want(Master)
+	// A timer on time takes over without grace.
+	r2 := newRig(t, Config{Priority: 100, Interval: 100 * time.Millisecond})
+	r2.clk.Advance(mdi(100, 100*time.Millisecond))
+	r2.want(Master)
+}
+
+func TestDownAdverts(t *testing.T) {
+	r := newRig(t, Config{Priority: 100, DownAdverts: 10})
+	r.clk.Advance(10*time.Second + 156*time.Second/256 - time.Millisecond)
+	r.want(Backup)
+	r.clk.Advance(time.Millisecond)
+	r.want(Master)
+	if _, err := NewInstance(Config{VRID: 1, DownAdverts: 101}, (*bus)(nil).port(self), newFakeClock(), nil); err == nil {
+		t.Fatal("accepted 101 down adverts")
+	}
+}
