@@ -37,6 +37,13 @@
 // higher priority sends one last advert before stepping down so the winner
 // learns a split brain happened and re-announces.
 //
+// Config.DownAdverts (keepalived down_timer_adverts) replaces the 3 of
+// Master_Down_Interval for lossy links. A master down timer that fires late
+// (more than half an interval: the process was not scheduled, keepalived's
+// "thread timer expired") waits a short grace (a quarter interval, 5..250
+// ms) so adverts queued in the socket meanwhile can still reset it; this is
+// counted in Counters.LateTimers.
+//
 // Cancelling Run's context stops the instance silently, like a crash (no
 // priority-0 advert). The transport is the caller's to close.
 //
