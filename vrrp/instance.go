@@ -156,7 +156,11 @@ type Event struct {
 	Priority       uint8      // our effective priority
 	MasterAddr     netip.Addr // the master: us when To is Master, else the last one heard
 	MasterPriority uint8
-	Time           time.Time
+	// Peer sent the advert that caused the event, if one did: for
+	// Reannounce the lower-priority master heard, for a step-down the
+	// higher-priority one.
+	Peer netip.Addr
+	Time time.Time
 }
 
 // Counters are an instance's running totals.
@@ -853,6 +857,7 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 				in.masterInterval = a.Interval
 			}
 			in.becomeBackup(fx, fmt.Sprintf("higher priority master %s (priority %d)", src, a.Priority))
+			fx.events[len(fx.events)-1].Peer = src
 			return
 		}
 		// A lower-priority master: a split brain is healing. Answer at
@@ -863,7 +868,7 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 			in.lastReannounce = now
 			in.c.Reannounces++
 			fx.events = append(fx.events, Event{Kind: Reannounce, Instance: in.cfg.Name, VRID: in.cfg.VRID,
-				From: Master, To: Master, Priority: in.prio, MasterAddr: in.local, MasterPriority: in.prio, Time: now,
+				From: Master, To: Master, Priority: in.prio, MasterAddr: in.local, MasterPriority: in.prio, Peer: src, Time: now,
 				Reason: fmt.Sprintf("lower priority master %s (priority %d)", src, a.Priority)})
 		}
 	}

@@ -309,7 +309,7 @@ func TestMasterHearsHigherPriorityStepsDown(t *testing.T) {
 		t.Fatalf("learnt interval %v", got)
 	}
 	ev := r.events()
-	if len(ev) != 1 || ev[0].To != Backup || ev[0].MasterAddr != netip.MustParseAddr(peerL) || ev[0].MasterPriority != 101 {
+	if len(ev) != 1 || ev[0].To != Backup || ev[0].MasterAddr != netip.MustParseAddr(peerL) || ev[0].MasterPriority != 101 || ev[0].Peer != netip.MustParseAddr(peerL) {
 		t.Fatalf("events %+v", ev)
 	}
 	r.clk.Advance(mdi(100, 500*time.Millisecond))
@@ -335,7 +335,7 @@ func TestMasterHearsLowerPriorityAnswersAndReannounces(t *testing.T) {
 		t.Fatalf("sent %+v", s)
 	}
 	ev := r.events()
-	if len(ev) != 1 || ev[0].Kind != Reannounce {
+	if len(ev) != 1 || ev[0].Kind != Reannounce || ev[0].Peer != netip.MustParseAddr(peerL) || ev[0].MasterAddr != netip.MustParseAddr(self) {
 		t.Fatalf("events %+v", ev)
 	}
 	// Rate limited: a second one within 1s answers but does not re-announce.

@@ -62,8 +62,11 @@ func WatchInterfaces(ctx context.Context, ns netns.NsHandle, tracks []InterfaceT
 		return fmt.Errorf("track interfaces: subscribe to link updates: %w", err)
 	}
 	defer close(done)
-	hd, err := netlink.NewHandleAt(ns)
-	if !ns.IsOpen() {
+	var hd *netlink.Handle
+	var err error
+	if ns.IsOpen() {
+		hd, err = netlink.NewHandleAt(ns)
+	} else {
 		hd, err = netlink.NewHandle()
 	}
 	if err != nil {
