@@ -274,29 +274,20 @@ func (d *Daemon) startCluster(ctx context.Context) error {
 	return nil
 }
 
-// clusterEvent turns channel events into logs and status warnings.
+// clusterEvent keeps drift and dual-master reports as status warnings
+// (the channel logs every event itself).
 func (d *Daemon) clusterEvent(ev cluster.Event) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch ev.Kind {
-	case cluster.PeerJoin:
-		d.log.Info("peer joined the cluster channel", "peer", ev.Peer.String())
-	case cluster.PeerLeave:
-		d.log.Warn("peer left the cluster channel", "peer", ev.Peer.String())
 	case cluster.Drift:
-		msg := fmt.Sprintf("config drift: %s runs digest %.12s, we run %.12s", ev.Peer.Name, ev.PeerDigest, ev.LocalDigest)
-		d.warnings["drift/"+ev.Peer.Name] = msg
-		d.log.Warn(msg)
+		d.warnings["drift/"+ev.Peer.Name] = fmt.Sprintf("config drift: %s runs digest %.12s, we run %.12s", ev.Peer.Name, ev.PeerDigest, ev.LocalDigest)
 	case cluster.DriftCleared:
 		delete(d.warnings, "drift/"+ev.Peer.Name)
-		d.log.Info("config drift cleared", "peer", ev.Peer.Name)
 	case cluster.DualMaster:
-		msg := fmt.Sprintf("dual master: instance %s is master on %s", ev.Instance, strings.Join(ev.Masters, " and "))
-		d.warnings["dual/"+ev.Instance] = msg
-		d.log.Error(msg)
+		d.warnings["dual/"+ev.Instance] = fmt.Sprintf("dual master: instance %s is master on %s", ev.Instance, strings.Join(ev.Masters, " and "))
 	case cluster.DualMasterCleared:
 		delete(d.warnings, "dual/"+ev.Instance)
-		d.log.Info("dual master cleared", "instance", ev.Instance)
 	}
 }
 

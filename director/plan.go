@@ -128,7 +128,9 @@ func checkSpec(vs *config.VirtualServer, rs *config.RealServer) (healthcheck.Spe
 		h := &healthcheck.HTTPSpec{
 			Method: c.Method, Path: c.Path, Host: c.Host,
 			BodyContains: c.Body, BodyRegexp: c.BodyRegex, BodyMD5: c.Digest,
-			ServerName: c.SNI, Verify: c.Verify,
+		}
+		if c.Type == "https" {
+			h.ServerName, h.Verify = c.SNI, c.Verify
 		}
 		for _, r := range c.ExpectStatus {
 			h.Expect = append(h.Expect, healthcheck.StatusRange{Min: r.Lo, Max: r.Hi})

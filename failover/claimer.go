@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // ClaimerConfig describes one instance's VIPs and what to do on its
@@ -101,9 +102,9 @@ func NewClaimer(cfg ClaimerConfig) (*Claimer, error) {
 	}
 	var h *netlink.Handle
 	if cfg.Netns != nil {
-		h, err = netlink.NewHandleAt(*cfg.Netns)
+		h, err = netlink.NewHandleAt(*cfg.Netns, unix.NETLINK_ROUTE)
 	} else {
-		h, err = netlink.NewHandle()
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	}
 	if err == nil {
 		// A kernel that never answers must not hang the election.

@@ -6,7 +6,8 @@
 #   VIP 10.99.0.101 (label eth0:101), WWW on 80 (HTTP check), Telnet-like on 23 (TCP check)
 #
 # POSIX sh (also busybox sh inside the QEMU guest). Usage:
-#   lab.sh up | down | start-rs NAME | stop-rs NAME | start-director NAME | kill-director NAME | exec NAME CMD...
+#   lab.sh up | down | start-rs NAME [www|line] | stop-rs NAME [www|line]
+#          start-director NAME | kill-director NAME [SIGNAL] | cut NAME | heal NAME | exec NAME CMD...
 # Environment: LAB (namespace prefix, default "vlab"), IP (ip command; the
 # guest sets /sbin/ip because busybox's ip has no netns), VIGIL, LABSRV
 # (binaries), SITE (site file), RUNDIR (logs, pid files, sockets).
@@ -65,14 +66,23 @@ up() {
   echo "lab $LAB up: $HOSTS on bridge $LAB-br; VIP $VIP"
 }
 
+# A real server runs its WWW and its line service as two processes, so
+# one can be stopped alone: start-rs rs1 [www|line], stop-rs rs1 [www|line].
 start_rs() {
-  nsexec "$1" "$LABSRV" serve -name "$1" -http :80 -line :23 >"$RUNDIR/$1.log" 2>&1 &
-  echo $! >"$RUNDIR/$1.pid"
+  for svc in ${2:-www line}; do
+    case $svc in
+      www) nsexec "$1" "$LABSRV" serve -name "$1" -http :80 -line "" >>"$RUNDIR/$1-www.log" 2>&1 & ;;
+      line) nsexec "$1" "$LABSRV" serve -name "$1" -http "" -line :23 >>"$RUNDIR/$1-line.log" 2>&1 & ;;
+    esac
+    echo $! >"$RUNDIR/$1-$svc.pid"
+  done
 }
 
 stop_rs() {
-  [ -f "$RUNDIR/$1.pid" ] && kill "$(cat "$RUNDIR/$1.pid")" 2>/dev/null || true
-  rm -f "$RUNDIR/$1.pid"
+  for svc in ${2:-www line}; do
+    if [ -f "$RUNDIR/$1-$svc.pid" ]; then kill "$(cat "$RUNDIR/$1-$svc.pid")" 2>/dev/null || true; fi
+    rm -f "$RUNDIR/$1-$svc.pid"
+  done
 }
 
 start_director() {
@@ -80,14 +90,24 @@ start_director() {
   echo $! >"$RUNDIR/$1.pid"
 }
 
+# cut/heal take a host's bridge port down/up (a dead machine, a pulled cable).
+port_of() {
+  i=0
+  for h in $HOSTS; do
+    [ "$h" = "$1" ] && { echo "$LAB-p$i"; return; }
+    i=$((i+1))
+  done
+}
+
 kill_director() { # NAME [SIGNAL]
   [ -f "$RUNDIR/$1.pid" ] && kill -"${2:-KILL}" "$(cat "$RUNDIR/$1.pid")" 2>/dev/null || true
 }
 
 down() {
-  for h in $HOSTS; do
-    if [ -f "$RUNDIR/$h.pid" ]; then kill -KILL "$(cat "$RUNDIR/$h.pid")" 2>/dev/null || true; fi
-    rm -f "$RUNDIR/$h.pid"
+  for p in "$RUNDIR"/*.pid; do
+    [ -f "$p" ] || continue
+    kill -KILL "$(cat "$p")" 2>/dev/null || true
+    rm -f "$p"
   done
   for h in $HOSTS br; do $IP netns del "$LAB-$h" 2>/dev/null || true; done
 }
@@ -97,10 +117,12 @@ cmd=${1:-}
 case $cmd in
   up) up ;;
   down) down ;;
-  start-rs) start_rs "$1" ;;
-  stop-rs) stop_rs "$1" ;;
+  start-rs) start_rs "$@" ;;
+  stop-rs) stop_rs "$@" ;;
   start-director) start_director "$1" ;;
   kill-director) kill_director "$@" ;;
+  cut) $IP -n "$LAB-br" link set "$(port_of "$1")" down ;;
+  heal) $IP -n "$LAB-br" link set "$(port_of "$1")" up ;;
   exec) h=$1; shift; nsexec "$h" "$@" ;;
   *) echo "usage: lab.sh up|down|start-rs N|stop-rs N|start-director N|kill-director N [SIG]|exec N CMD..." >&2; exit 2 ;;
 esac

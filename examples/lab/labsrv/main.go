@@ -7,6 +7,7 @@
 //	labsrv serve -name rs1 [-http :80] [-line :23]
 //	labsrv probe -target http://10.99.0.100/ | tcp://10.99.0.100:23 [-every 5ms] [-for 10s] [-timeout 200ms]
 //	labsrv get URL            one request, prints the body (exit 1 on failure)
+//	labsrv now                milliseconds since the epoch
 package main
 
 import (
@@ -40,6 +41,8 @@ func main() {
 		err = probe(os.Args[2:])
 	case "get":
 		err = get(os.Args[2:])
+	case "now": // milliseconds since the epoch, for scripts (busybox date has no %N)
+		fmt.Println(time.Now().UnixMilli())
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
