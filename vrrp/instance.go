@@ -214,6 +214,7 @@ type Instance struct {
 	timerGen       uint64
 	timerDue       time.Time // when the pending timer should fire
 	inGrace        bool      // the pending down timer is a late-timer grace
+	downReason     string    // why the pending down timer would make us master
 	faults         map[string]bool
 	weights        map[string]int
 	hooks          []func(Event) // sync groups: called inline, after the lock
@@ -691,6 +692,7 @@ func (in *Instance) becomeBackup(fx *effects, reason string) {
 // already started finds its generation stale and does nothing.
 func (in *Instance) armTimer(d time.Duration, f func()) {
 	in.cancelTimer()
+	in.downReason = "master down timer expired"
 	in.inGrace = false
 	in.timerDue = in.clk.Now().Add(d)
 	gen := in.timerGen
@@ -726,12 +728,13 @@ func (in *Instance) downTimer() {
 			g := min(max(in.masterInterval/4, 5*time.Millisecond), 250*time.Millisecond)
 			in.log.Warn("master down timer fired late; waiting for queued adverts", "late", late, "grace", g)
 			in.c.LateTimers++
+			reason := in.downReason
 			in.armTimer(g, in.downTimer)
-			in.inGrace = true
+			in.inGrace, in.downReason = true, reason
 			in.mu.Unlock()
 			return
 		}
-		in.becomeMaster(&fx, "master down timer expired")
+		in.becomeMaster(&fx, in.downReason)
 	}
 	in.mu.Unlock()
 	in.apply(fx)
@@ -828,6 +831,7 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 			// The master resigned: take over after Skew_Time only.
 			in.masterAddr, in.masterPrio = src, 0
 			in.armTimer(in.skew(), in.downTimer)
+			in.downReason = fmt.Sprintf("master %s resigned (priority 0)", src)
 			return
 		}
 		if in.shouldAccept(a, now) {

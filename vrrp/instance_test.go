@@ -182,6 +182,10 @@ func TestBackupPriorityZeroTakesOverAfterSkew(t *testing.T) {
 	r.want(Backup)
 	r.clk.Advance(time.Millisecond)
 	r.want(Master)
+	ev := r.events()
+	if want := "master " + peerH + " resigned (priority 0)"; len(ev) != 2 || ev[1].Reason != want {
+		t.Fatalf("events %+v, want the last with reason %q", ev, want)
+	}
 }
 
 func TestBackupPreemptsLowerPriorityMaster(t *testing.T) {

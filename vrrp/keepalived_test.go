@@ -145,6 +145,26 @@ func (k *keepalived) kill() {
 	k.pid = 0
 }
 
+// terminate stops keepalived gracefully (SIGTERM): a master sends a
+// priority-0 advert and drops its VIPs.
+// It returns at once; wait for the exit with waitExit.
+func (k *keepalived) terminate() {
+	if k.pid != 0 {
+		syscall.Kill(k.pid, syscall.SIGTERM)
+	}
+}
+
+func (k *keepalived) waitExit() {
+	if k.pid == 0 {
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(k.pid, 0) == nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	k.pid = 0
+}
+
 // master says whether keepalived holds the VIP, which it adds as MASTER
 // and removes as BACKUP.
 func (k *keepalived) master() bool {
@@ -280,7 +300,40 @@ func TestNetnsKeepalived(t *testing.T) {
 			waitKA(t, k2, true, mdi(150, tc.iv)+slack)
 			waitState(t, v, Backup, slack)
 
-			checkKALog(t, append(ks, k2))
+
+			// 6. keepalived stops gracefully (SIGTERM): its priority-0
+			// advert makes vigil take over after Skew_Time, not
+			// Master_Down_Interval.
+			start = time.Now()
+			k2.terminate()
+			waitState(t, v, Master, mdi(50, tc.iv)+slack)
+			t.Logf("vigil took over %v after keepalived's graceful stop (Skew_Time %v)", time.Since(start), 206*tc.iv/256)
+			k2.waitExit()
+			if r := v.in.Status(); r.State != Master {
+				t.Fatalf("vigil %v", r.State)
+			}
+			v.mu.Lock()
+			last := v.evs[len(v.evs)-1]
+			v.mu.Unlock()
+			if !strings.Contains(last.Reason, "resigned (priority 0)") {
+				t.Errorf("vigil became master for %q, want keepalived's priority-0 advert", last.Reason)
+			}
+
+			// 7. vigil stops gracefully: keepalived takes over after its skew.
+			hk.MustRun(t, "ip", "addr", "flush", "dev", "eth0", "to", vip+plen)
+			k3 := startKeepalived(t, hk, kc) // priority 150, vigil 50 is master
+			waitKA(t, k3, true, mdi(150, tc.iv)+slack)
+			waitState(t, v, Backup, slack)
+			v.cfg.Priority = 250
+			v.stop()
+			v.start()
+			waitState(t, v, Master, mdi(250, tc.iv)+slack)
+			waitKA(t, k3, false, slack)
+			start = time.Now()
+			v.stop()
+			waitKA(t, k3, true, mdi(150, tc.iv)+slack)
+			t.Logf("keepalived took over %v after vigil's graceful stop (Skew_Time %v, Master_Down_Interval %v)", time.Since(start), 106*tc.iv/256, mdi(150, tc.iv))
+			checkKALog(t, append(ks, k2, k3))
 		})
 	}
 }
