@@ -300,7 +300,6 @@ func TestNetnsKeepalived(t *testing.T) {
 			waitKA(t, k2, true, mdi(150, tc.iv)+slack)
 			waitState(t, v, Backup, slack)
 
-
 			// 6. keepalived stops gracefully (SIGTERM): its priority-0
 			// advert makes vigil take over after Skew_Time, not
 			// Master_Down_Interval.
