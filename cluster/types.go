@@ -28,6 +28,9 @@ type State struct {
 	// Health is the director's view of its real servers: key (for
 	// example "www/192.168.0.3:80") -> up.
 	Health map[string]bool `json:"health,omitempty"`
+	// IPVSDigest identifies the IPVS table the director last programmed
+	// (services, destinations, weights); a drill compares it.
+	IPVSDigest string `json:"ipvs_digest,omitempty"`
 }
 
 // InstanceState is one director's view of one VRRP instance.
@@ -40,6 +43,11 @@ type InstanceState struct {
 	// claiming master for longer than it raise DualMaster; zero means
 	// Config.DefaultAdvertInterval.
 	AdvertInterval time.Duration `json:"advert_interval,omitempty"`
+	// VIPsAdded and FirstGARP are when the director last added the VIPs
+	// and sent its first announcement on becoming master (a drill's
+	// timeline).
+	VIPsAdded time.Time `json:"vips_added,omitzero"`
+	FirstGARP time.Time `json:"first_garp,omitzero"`
 }
 
 // Clone returns a deep copy of s.

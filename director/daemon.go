@@ -2,6 +2,8 @@ package director
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,6 +70,7 @@ type Daemon struct {
 	quorum     ipvs.QuorumState
 	quorumLost []string
 	recStat    ReconcileStatus
+	ipvsDigest string // of the last table applied without error
 	nextChange time.Time
 
 	checks  *healthcheck.Scheduler
@@ -297,13 +300,19 @@ func (d *Daemon) publish() {
 		return
 	}
 	d.mu.Lock()
-	st := cluster.State{ConfigDigest: d.site.Digest(), Instances: map[string]cluster.InstanceState{}, Health: map[string]bool{}}
+	st := cluster.State{ConfigDigest: d.site.Digest(), Instances: map[string]cluster.InstanceState{},
+		Health: map[string]bool{}, IPVSDigest: d.ipvsDigest}
 	for name, in := range d.instances {
 		s := in.vrrp.Status()
-		st.Instances[name] = cluster.InstanceState{
+		is := cluster.InstanceState{
 			State: stateName(s.State), Priority: int(s.Priority), Master: s.State == vrrp.Master,
 			Since: s.Since, AdvertInterval: in.cfg.AdvertInterval.Duration,
 		}
+		if is.Master {
+			cs := in.claim.Status()
+			is.VIPsAdded, is.FirstGARP = cs.VIPsAdded, cs.Announce.FirstSent
+		}
+		st.Instances[name] = is
 	}
 	for ref, h := range d.health {
 		st.Health[healthKey(ref)] = h.Up
@@ -435,8 +444,11 @@ func (d *Daemon) reconcileOnce(ctx context.Context) time.Time {
 	r.Updates += uint64(rep.Updates)
 	r.Deletes += uint64(rep.Deletes)
 	r.Errors += uint64(rep.Errors)
+	changed := false
 	if err != nil {
 		r.LastError = err.Error()
+	} else if dg := tableDigest(out.Table); dg != d.ipvsDigest {
+		d.ipvsDigest, changed = dg, true
 	}
 	d.mu.Unlock()
 	if err != nil {
@@ -444,7 +456,23 @@ func (d *Daemon) reconcileOnce(ctx context.Context) time.Time {
 	} else if rep.Writes() > 0 {
 		d.log.Info("IPVS reconciled", "report", rep.String())
 	}
+	if changed {
+		d.publish()
+	}
 	return out.NextChange
+}
+
+// tableDigest identifies a desired IPVS table: services with their
+// scheduling and destinations with their weights, not counters.
+func tableDigest(t ipvs.Table) string {
+	h := sha256.New()
+	for _, s := range t.Services {
+		fmt.Fprintf(h, "%s|%s|%d|%d|%d\n", s.Key, s.Scheduler, s.Flags, s.Timeout, s.Netmask)
+		for _, d := range s.Destinations {
+			fmt.Fprintf(h, " %s|%d|%d|%d|%d\n", d.Key(), d.Weight, d.Forwarding, d.UpperThreshold, d.LowerThreshold)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func contains(list []string, s string) bool {

@@ -25,7 +25,12 @@ type Status struct {
 	VirtualServers []VSStatus       `json:"virtual_servers"`
 	Peers          []PeerStatus     `json:"peers,omitempty"`
 	Reconcile      ReconcileStatus  `json:"reconcile"`
-	Warnings       []string         `json:"warnings,omitempty"`
+	// Health is this director's health view (virtual server/real server ->
+	// up) and IPVSDigest the table it last programmed: what a drill
+	// compares with the peers'.
+	Health     map[string]bool `json:"health,omitempty"`
+	IPVSDigest string          `json:"ipvs_digest,omitempty"`
+	Warnings   []string        `json:"warnings,omitempty"`
 }
 
 // InstanceStatus is one VRRP instance as this director sees it.
@@ -94,6 +99,20 @@ type PeerStatus struct {
 	Drift     bool              `json:"drift"`
 	Instances map[string]string `json:"instances,omitempty"` // name -> state
 	LastSeen  time.Time         `json:"last_seen,omitzero"`
+	// What the peer published, for drills.
+	Health         map[string]bool         `json:"health,omitempty"`
+	IPVSDigest     string                  `json:"ipvs_digest,omitempty"`
+	InstanceDetail map[string]PeerInstance `json:"instance_detail,omitempty"`
+}
+
+// PeerInstance is a peer's view of one instance, with the times a drill
+// puts on its timeline (the peer's clock).
+type PeerInstance struct {
+	State     string    `json:"state"`
+	Priority  int       `json:"priority"`
+	Since     time.Time `json:"since,omitzero"`
+	VIPsAdded time.Time `json:"vips_added,omitzero"`
+	FirstGARP time.Time `json:"first_garp,omitzero"`
 }
 
 // ReconcileStatus summarises the IPVS reconciler.

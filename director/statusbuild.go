@@ -35,6 +35,11 @@ func (d *Daemon) Status() Status {
 			keyOf[r] = k
 		}
 	}
+	s.Health = map[string]bool{}
+	for ref, h := range d.health {
+		s.Health[healthKey(ref)] = h.Up
+	}
+	s.IPVSDigest = d.ipvsDigest
 	lost := map[string]bool{}
 	for _, n := range d.quorumLost {
 		lost[n] = true
@@ -170,9 +175,13 @@ func (d *Daemon) Status() Status {
 			if p.StateKnown {
 				ps.Digest = p.State.ConfigDigest
 				ps.Instances = map[string]string{}
+				ps.InstanceDetail = map[string]PeerInstance{}
 				for n, st := range p.State.Instances {
 					ps.Instances[n] = st.State
+					ps.InstanceDetail[n] = PeerInstance{State: st.State, Priority: st.Priority, Since: st.Since,
+						VIPsAdded: st.VIPsAdded, FirstGARP: st.FirstGARP}
 				}
+				ps.Health, ps.IPVSDigest = p.State.Health, p.State.IPVSDigest
 			}
 			s.Peers = append(s.Peers, ps)
 		}

@@ -71,8 +71,8 @@ up() {
 start_rs() {
   for svc in ${2:-www line}; do
     case $svc in
-      www) nsexec "$1" "$LABSRV" serve -name "$1" -http :80 -line "" >>"$RUNDIR/$1-www.log" 2>&1 & ;;
-      line) nsexec "$1" "$LABSRV" serve -name "$1" -http "" -line :23 >>"$RUNDIR/$1-line.log" 2>&1 & ;;
+      www) $IP netns exec "$LAB-$1" "$LABSRV" serve -name "$1" -http :80 -line "" >>"$RUNDIR/$1-www.log" 2>&1 & ;;
+      line) $IP netns exec "$LAB-$1" "$LABSRV" serve -name "$1" -http "" -line :23 >>"$RUNDIR/$1-line.log" 2>&1 & ;;
     esac
     echo $! >"$RUNDIR/$1-$svc.pid"
   done
@@ -85,8 +85,11 @@ stop_rs() {
   done
 }
 
+# Background jobs start `ip netns exec` directly (not through a shell
+# function, which would fork a subshell): $! is then the pid that execs
+# into the program, so the pid files can signal it.
 start_director() {
-  nsexec "$1" "$VIGIL" run -c "$SITE" --node "$1" --socket "$RUNDIR/$1.sock" >>"$RUNDIR/$1.log" 2>&1 &
+  $IP netns exec "$LAB-$1" "$VIGIL" run -c "$SITE" --node "$1" --socket "$RUNDIR/$1.sock" >>"$RUNDIR/$1.log" 2>&1 &
   echo $! >"$RUNDIR/$1.pid"
 }
 
