@@ -6,17 +6,24 @@ import (
 	"net/netip"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 // engine runs TCP and HTTP checks as small state machines on one epoll
 // set, on the scheduler's goroutine: no goroutine, timer or channel per
-// check. A TCP check costs socket, two setsockopts, connect, epoll_ctl and
-// close; an HTTP check adds one write and one read. Sockets leave the epoll
-// set when closed (no EPOLL_CTL_DEL), the connect result is read from the
-// event flags (no getsockopt on success), and the request is written
-// without waiting for the handshake's last ACK, which rides on it.
+// check.
+//
+// Sockets are reused: a check ends with connect(AF_UNSPEC), which resets
+// the connection (RST, so no TIME_WAIT anywhere) and leaves the socket
+// unconnected, open and still in the epoll set, ready for the next check.
+// A TCP check then costs three system calls (setsockopt TCP_QUICKACK,
+// connect, disconnect) plus its share of epoll_wait; an HTTP check adds one
+// write and one read. The connect result comes from the event flags (no
+// getsockopt on success); the request is written as soon as the handshake
+// completes, carrying its last ACK. Idle sockets are capped (poolCap), so
+// open files stay near the number of checks in flight.
 type engine struct {
 	epfd      int
 	evfd      int // eventfd that wakes epoll_wait from other goroutines
@@ -26,11 +33,17 @@ type engine struct {
 	free      []*job
 	finish    func(j *job, r Result) // the scheduler's completion
 	inflight  int
+	pool      [2][]int // idle sockets, registered in the epoll set: IPv4, IPv6
 }
+
+// poolCap bounds idle sockets per address family.
+const poolCap = 1024
 
 // job is one check in flight on the engine.
 type job struct {
 	fd       int
+	family   int
+	pooled   bool // fd is in the epoll set
 	state    uint8
 	tcp      *TCPChecker  // one of tcp
 	http     *HTTPChecker // and http
@@ -46,6 +59,11 @@ type job struct {
 	c         *check
 	scheduled time.Time
 }
+
+// eventBatch bounds the events handled per epoll_wait, so checks that
+// fall due meanwhile start within a few milliseconds even when thousands
+// of answers arrive at once.
+const eventBatch = 64
 
 const (
 	stConnecting uint8 = iota
@@ -68,7 +86,7 @@ func newEngine() (*engine, error) {
 		unix.Close(evfd)
 		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
 	}
-	return &engine{epfd: epfd, evfd: evfd, events: make([]unix.EpollEvent, 256)}, nil
+	return &engine{epfd: epfd, evfd: evfd, events: make([]unix.EpollEvent, eventBatch)}, nil
 }
 
 // close fails every job in flight with reason and releases the engine.
@@ -77,8 +95,32 @@ func (e *engine) close(reason string) {
 		j := e.deadlines[0]
 		e.done(j, Result{Reason: fmt.Sprintf("%s checking %s", reason, j.addr), Latency: time.Since(j.start), Weight: NoWeight})
 	}
+	for _, p := range e.pool {
+		for _, fd := range p {
+			unix.Close(fd)
+		}
+	}
+	e.pool = [2][]int{}
 	unix.Close(e.epfd)
 	unix.Close(e.evfd)
+}
+
+func poolIndex(family int) int {
+	if family == unix.AF_INET6 {
+		return 1
+	}
+	return 0
+}
+
+// disconnect resets fd's connection (RST if it got that far) and leaves
+// the socket unconnected and reusable: connect(2) with AF_UNSPEC.
+func disconnect(fd int) error {
+	sa := unix.RawSockaddrInet6{Family: unix.AF_UNSPEC}
+	_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	if e != 0 {
+		return e
+	}
+	return nil
 }
 
 var one = []byte{1, 0, 0, 0, 0, 0, 0, 0}
@@ -99,21 +141,23 @@ func (e *engine) newJob() *job {
 func (e *engine) start(j *job, sa unix.Sockaddr, family int, timeout time.Duration) {
 	j.start = time.Now()
 	j.deadline = j.start.Add(timeout)
-	j.fd, j.state, j.wrote, j.n = -1, stConnecting, 0, 0
+	j.fd, j.family, j.pooled, j.state, j.wrote, j.n = -1, family, false, stConnecting, 0, 0
 	e.inflight++
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		e.done(j, localFailure(j.start, "cannot check %s here: socket: %v", j.addr, err))
-		return
+	pool := &e.pool[poolIndex(family)]
+	if n := len(*pool); n > 0 {
+		j.fd, j.pooled = (*pool)[n-1], true
+		*pool = (*pool)[:n-1]
+	} else {
+		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			e.done(j, localFailure(j.start, "cannot check %s here: socket: %v", j.addr, err))
+			return
+		}
+		j.fd = fd
 	}
-	j.fd = fd
-	// Delayed ACK (see dial) and RST on close.
-	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
-	if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
-		e.done(j, localFailure(j.start, "cannot check %s here: setsockopt SO_LINGER: %v", j.addr, err))
-		return
-	}
-	err = unix.Connect(fd, sa)
+	// Delayed ACK (see dial); a disconnect clears it, so set it each time.
+	unix.SetsockoptInt(j.fd, unix.IPPROTO_TCP, unix.TCP_QUICKACK, 0)
+	err := unix.Connect(j.fd, sa)
 	switch err {
 	case nil:
 		if j.tcp != nil {
@@ -126,23 +170,24 @@ func (e *engine) start(j *job, sa unix.Sockaddr, family int, timeout time.Durati
 		e.done(j, connectFailure(j.start, j.deadline, j.addr, err))
 		return
 	}
-	events := uint32(unix.EPOLLOUT | unix.EPOLLET)
-	if j.http != nil {
-		events |= unix.EPOLLIN | unix.EPOLLRDHUP
+	if !j.pooled {
+		// Added after connect: epoll reports a handshake that completed
+		// meanwhile at once. (epoll_wait polls a socket's state as it
+		// reports it, so an old readiness of a reused socket never shows.)
+		ev := unix.EpollEvent{Events: unix.EPOLLOUT | unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(j.fd)}
+		if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, j.fd, &ev); err != nil {
+			e.done(j, localFailure(j.start, "cannot check %s here: epoll_ctl: %v", j.addr, err))
+			return
+		}
+		j.pooled = true
 	}
-	// Added after connect: epoll reports a handshake that completed
-	// meanwhile at once, and never a stale hang-up of the fresh socket.
-	if err := unix.EpollCtl(e.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: events, Fd: int32(fd)}); err != nil {
-		e.done(j, localFailure(j.start, "cannot check %s here: epoll_ctl: %v", j.addr, err))
-		return
-	}
-	for fd >= len(e.jobs) {
+	for j.fd >= len(e.jobs) {
 		e.jobs = append(e.jobs, make([]*job, len(e.jobs)+64)...)
 	}
-	e.jobs[fd] = j
+	e.jobs[j.fd] = j
 	e.deadlines.push(j)
-	if j.state == stSending {
-		e.send(j)
+	if j.state == stSending && e.send(j) {
+		e.read(j)
 	}
 }
 
@@ -198,9 +243,6 @@ func (e *engine) poll(timeout time.Duration) error {
 			continue
 		}
 		e.handle(e.jobs[fd], ev.Events)
-	}
-	if n == len(e.events) && n < 4096 {
-		e.events = make([]unix.EpollEvent, 2*n)
 	}
 	return nil
 }
@@ -300,7 +342,18 @@ func (e *engine) done(j *job, r Result) {
 		if j.fd < len(e.jobs) {
 			e.jobs[j.fd] = nil
 		}
-		unix.Close(j.fd)
+		// Reset the connection; keep the socket for the next check if it
+		// got past connecting (a failed connect closes it, to start clean).
+		pool := &e.pool[poolIndex(j.family)]
+		if j.state != stConnecting || r.Up {
+			if disconnect(j.fd) == nil && j.pooled && len(*pool) < poolCap {
+				*pool = append(*pool, j.fd)
+			} else {
+				unix.Close(j.fd)
+			}
+		} else {
+			unix.Close(j.fd)
+		}
 		j.fd = -1
 	}
 	if j.buf != nil {

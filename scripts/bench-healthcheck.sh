@@ -35,6 +35,8 @@ NS=vigil-hcbench-$$
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Anything else still in our namespace was started by this script.
+  ip netns pids "$NS" 2>/dev/null | xargs -r kill 2>/dev/null || true
   wait 2>/dev/null || true
   ip netns del "$NS" 2>/dev/null || true
   rm -rf "$tmp"
@@ -47,7 +49,9 @@ ip -n "$NS" link set lo up
 inns() { ip netns exec "$NS" "$@"; }
 active_opens() { inns awk '/^Tcp:/ && $6 ~ /^[0-9]+$/ {print $6}' /proc/net/snmp; }
 
-inns "$tmp/hcbench" serve -port "$PORT" >"$tmp/serve.log" 2>&1 &
+# Started with ip netns exec itself (not a shell function), so $! is the
+# server's pid: ip execs the program.
+ip netns exec "$NS" "$tmp/hcbench" serve -port "$PORT" >"$tmp/serve.log" 2>&1 &
 pids+=($!)
 sleep 0.5
 
@@ -90,17 +94,18 @@ run_haproxy() { # kind
   sleep "$WARMUP"
   kill -0 "$pid" 2>/dev/null || { echo "haproxy failed:"; cat "$tmp/haproxy-$kind.log"; exit 1; }
   local t0 o0 s0 t1 o1 s1
-  read -r t0 < <(awk '{print $14 + $15}' "/proc/$pid/stat")
+  local u0 u1
+  read -r t0 u0 < <(awk '{print $14 + $15, $14}' "/proc/$pid/stat")
   o0=$(active_opens); s0=$(date +%s.%N)
   sleep "$WINDOW"
-  read -r t1 < <(awk '{print $14 + $15}' "/proc/$pid/stat")
+  read -r t1 u1 < <(awk '{print $14 + $15, $14}' "/proc/$pid/stat")
   o1=$(active_opens); s1=$(date +%s.%N)
   local hwm
   hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  awk -v t0="$t0" -v t1="$t1" -v o0="$o0" -v o1="$o1" -v s0="$s0" -v s1="$s1" -v hz="$hz" -v hwm="$hwm" -v kind="$kind" 'BEGIN {
+  awk -v t0="$t0" -v t1="$t1" -v u0="$u0" -v u1="$u1" -v o0="$o0" -v o1="$o1" -v s0="$s0" -v s1="$s1" -v hz="$hz" -v hwm="$hwm" -v kind="$kind" 'BEGIN {
     el = s1 - s0; cpu = (t1 - t0) / hz; n = o1 - o0
-    printf "haproxy %s: checks=%d rate=%.0f/s cpu_seconds=%.2f cpu_per_1000=%.4f core_share=%.1f%% peak_rss=%.1fMB\n", kind, n, n / el, cpu, cpu / n * 1000, 100 * cpu / el, hwm / 1024
+    printf "haproxy %s: checks=%d rate=%.0f/s cpu_seconds=%.2f cpu_per_1000=%.4f core_share=%.1f%% user=%.0f%% peak_rss=%.1fMB\n", kind, n, n / el, cpu, cpu / n * 1000, 100 * cpu / el, 100 * (u1 - u0) / (t1 - t0), hwm / 1024
   }' | tee "$tmp/haproxy-$kind.res"
 }
 
