@@ -14,7 +14,7 @@ build:
 test:
 	scripts/test.sh
 
-demo: build
+demo:
 	scripts/demo.sh
 
 # Validate the example site (works without root).
