@@ -42,7 +42,27 @@ type Kernel struct {
 
 	mu    sync.Mutex
 	h     *mobyipvs.Handle
+	w     *worker           // runs the calls on h
 	gsock *nl.NetlinkSocket // for the sync daemon (moby has no such calls)
+	bsock *batchSock        // for batched writes (see batch.go)
+}
+
+// worker runs handle calls on one long-lived goroutine: a fresh goroutine
+// per call would grow its stack for moby's 64 KiB receive buffer on every
+// call (measured: a tenth of the CPU time of a large pass).
+type worker struct {
+	calls chan func() error
+	done  chan error
+}
+
+func newWorker() *worker {
+	w := &worker{calls: make(chan func() error), done: make(chan error, 1)}
+	go func() {
+		for f := range w.calls {
+			w.done <- f()
+		}
+	}()
+	return w
 }
 
 // NewKernel probes IPVS (the "IPVS" generic netlink family, in the
@@ -109,6 +129,7 @@ func (k *Kernel) open() error {
 		return fmt.Errorf("open IPVS netlink handle (netns %q): %w", k.opts.Netns, err)
 	}
 	k.h = h
+	k.w = newWorker()
 	return nil
 }
 
@@ -116,9 +137,10 @@ func (k *Kernel) open() error {
 func (k *Kernel) Close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.h != nil {
-		k.h.Close()
-		k.h = nil
+	k.dropHandle()
+	if k.bsock != nil {
+		k.bsock.close()
+		k.bsock = nil
 	}
 	if k.gsock != nil {
 		k.gsock.Close()
@@ -127,9 +149,18 @@ func (k *Kernel) Close() error {
 	return nil
 }
 
+// dropHandle closes the handle and retires its worker; k.mu is held.
+func (k *Kernel) dropHandle() {
+	if k.h != nil {
+		k.h.Close()
+		close(k.w.calls) // the worker exits once its current call returns
+		k.h, k.w = nil, nil
+	}
+}
+
 // do runs f on the handle under the mutex with the call timeout. On expiry
-// the handle is closed (its reader gives up within moby's 3 s receive
-// timeout) and the next call opens a new one.
+// the handle is closed (which ends the blocked read) and the next call
+// opens a new one.
 func (k *Kernel) do(ctx context.Context, what string, f func(h *mobyipvs.Handle) error) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -138,22 +169,23 @@ func (k *Kernel) do(ctx context.Context, what string, f func(h *mobyipvs.Handle)
 			return fmt.Errorf("%s: %w", what, err)
 		}
 	}
-	h := k.h
-	ctx, cancel := context.WithTimeout(ctx, k.opts.CallTimeout)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- f(h) }()
+	h, w := k.h, k.w
+	timer := time.NewTimer(k.opts.CallTimeout)
+	defer timer.Stop()
+	w.calls <- func() error { return f(h) }
 	select {
-	case err := <-done:
+	case err := <-w.done:
 		if err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
 		return nil
 	case <-ctx.Done():
-		h.Close()
-		k.h = nil
-		k.log.Warn("ipvs netlink call timed out; handle recreated", "call", what, "timeout", k.opts.CallTimeout)
+		k.dropHandle()
 		return fmt.Errorf("%s: %w", what, ctx.Err())
+	case <-timer.C:
+		k.dropHandle()
+		k.log.Warn("ipvs netlink call timed out; handle recreated", "call", what, "timeout", k.opts.CallTimeout)
+		return fmt.Errorf("%s: no reply from the kernel within %v (netlink handle recreated): %w", what, k.opts.CallTimeout, context.DeadlineExceeded)
 	}
 }
 

@@ -67,13 +67,14 @@ func (p *passErrs) err() error {
 }
 
 // Apply makes one pass: it dumps the services once, reads the destinations
-// of the declared services that exist, and writes only the differences:
-// services first (create or update in place), then their destinations
-// (create and update before delete, so a service never runs empty during
-// a swap), then deletes the services it owned that are no longer declared.
-// It carries on past a failed write and returns all errors joined; the
-// next pass retries what failed. An invalid desired table is rejected
-// before anything is written.
+// of the declared services that exist, plans only the differences and
+// writes them in order: services first (create or update in place), then
+// their destinations (create and update before delete, so a service never
+// runs empty during a swap), then deletes the services it owned that are
+// no longer declared. The Kernel backend sends the writes in batches. A
+// failed write does not stop the others; all errors are returned joined
+// and the next pass retries. An invalid desired table is rejected before
+// anything is read or written.
 func (r *Reconciler) Apply(ctx context.Context, desired Table) (Report, error) {
 	if err := desired.Validate(); err != nil {
 		return Report{}, fmt.Errorf("invalid IPVS table: %w", err)
@@ -93,6 +94,7 @@ func (r *Reconciler) Apply(ctx context.Context, desired Table) (Report, error) {
 	for i := range current {
 		have[current[i].Key] = &current[i]
 	}
+	var ops []op
 	declared := make(map[ServiceKey]bool, len(desired.Services))
 	for i := range desired.Services {
 		want := &desired.Services[i]
@@ -103,22 +105,12 @@ func (r *Reconciler) Apply(ctx context.Context, desired Table) (Report, error) {
 		}
 		cur, ok := have[want.Key]
 		if !ok {
-			if err := r.b.CreateService(ctx, want); err != nil {
-				pe.add(fmt.Errorf("create service %s: %w", want.Key, err))
-				continue
-			}
-			rep.Creates++
-			r.log.Info("ipvs service created", "service", want.Key.String(), "scheduler", want.Scheduler)
-			r.syncDests(ctx, want, nil, &rep, pe)
+			ops = append(ops, op{kind: opCreateService, key: want.Key, svc: want})
+			ops = planDests(ops, want, nil)
 			continue
 		}
 		if !sameSettings(cur, want) {
-			if err := r.b.UpdateService(ctx, want); err != nil {
-				pe.add(fmt.Errorf("update service %s: %w", want.Key, err))
-			} else {
-				rep.Updates++
-				r.log.Info("ipvs service updated", "service", want.Key.String(), "scheduler", want.Scheduler)
-			}
+			ops = append(ops, op{kind: opUpdateService, key: want.Key, svc: want})
 		}
 		dests, err := r.b.Destinations(ctx, want.Key)
 		rep.Reads++
@@ -126,7 +118,7 @@ func (r *Reconciler) Apply(ctx context.Context, desired Table) (Report, error) {
 			pe.add(fmt.Errorf("list destinations of %s: %w", want.Key, err))
 			continue
 		}
-		r.syncDests(ctx, want, dests, &rep, pe)
+		ops = planDests(ops, want, dests)
 	}
 	// Services owned before but no longer declared: delete if present.
 	for k := range r.owned {
@@ -134,14 +126,37 @@ func (r *Reconciler) Apply(ctx context.Context, desired Table) (Report, error) {
 			continue
 		}
 		if _, ok := have[k]; ok {
-			if err := r.b.DeleteService(ctx, k); err != nil {
-				pe.add(fmt.Errorf("delete service %s: %w", k, err))
-				continue
-			}
-			rep.Deletes++
-			r.log.Info("ipvs service deleted", "service", k.String())
+			ops = append(ops, op{kind: opDeleteService, key: k})
+		} else {
+			delete(r.owned, k)
 		}
-		delete(r.owned, k)
+	}
+	errs := execOps(ctx, r.b, ops)
+	for i := range ops {
+		o := &ops[i]
+		if errs[i] != nil {
+			pe.add(fmt.Errorf("%s: %w", o, errs[i]))
+			continue
+		}
+		switch o.kind {
+		case opCreateService:
+			rep.Creates++
+			r.log.Info("ipvs service created", "service", o.key.String(), "scheduler", o.svc.Scheduler)
+		case opUpdateService:
+			rep.Updates++
+			r.log.Info("ipvs service updated", "service", o.key.String(), "scheduler", o.svc.Scheduler)
+		case opDeleteService:
+			rep.Deletes++
+			delete(r.owned, o.key)
+			r.log.Info("ipvs service deleted", "service", o.key.String())
+		case opCreateDest:
+			rep.Creates++
+		case opUpdateDest:
+			rep.Updates++
+			r.log.Debug("ipvs destination updated", "service", o.key.String(), "destination", o.dest.Key().String(), "weight", o.dest.Weight)
+		case opDeleteDest:
+			rep.Deletes++
+		}
 	}
 	if rep.Writes() > 0 || rep.Errors > 0 {
 		r.log.Info("ipvs pass", "creates", rep.Creates, "updates", rep.Updates, "deletes", rep.Deletes, "errors", rep.Errors)
@@ -149,7 +164,8 @@ func (r *Reconciler) Apply(ctx context.Context, desired Table) (Report, error) {
 	return rep, pe.err()
 }
 
-func (r *Reconciler) syncDests(ctx context.Context, want *Service, have []Destination, rep *Report, pe *passErrs) {
+// planDests appends the destination writes that turn have into want.
+func planDests(ops []op, want *Service, have []Destination) []op {
 	cur := make(map[DestKey]*Destination, len(have))
 	for i := range have {
 		cur[have[i].Key()] = &have[i]
@@ -161,31 +177,17 @@ func (r *Reconciler) syncDests(ctx context.Context, want *Service, have []Destin
 		c, ok := cur[d.Key()]
 		switch {
 		case !ok:
-			if err := r.b.CreateDestination(ctx, want.Key, d); err != nil {
-				pe.add(fmt.Errorf("create destination %s of %s: %w", d.Key(), want.Key, err))
-				continue
-			}
-			rep.Creates++
+			ops = append(ops, op{kind: opCreateDest, key: want.Key, dest: d})
 		case !sameDest(c, d):
-			if err := r.b.UpdateDestination(ctx, want.Key, d); err != nil {
-				pe.add(fmt.Errorf("update destination %s of %s: %w", d.Key(), want.Key, err))
-				continue
-			}
-			rep.Updates++
-			r.log.Debug("ipvs destination updated", "service", want.Key.String(), "destination", d.Key().String(), "weight", d.Weight)
+			ops = append(ops, op{kind: opUpdateDest, key: want.Key, dest: d})
 		}
 	}
 	for i := range have {
-		k := have[i].Key()
-		if wanted[k] {
-			continue
+		if k := have[i].Key(); !wanted[k] {
+			ops = append(ops, op{kind: opDeleteDest, key: want.Key, dkey: k})
 		}
-		if err := r.b.DeleteDestination(ctx, want.Key, k); err != nil {
-			pe.add(fmt.Errorf("delete destination %s of %s: %w", k, want.Key, err))
-			continue
-		}
-		rep.Deletes++
 	}
+	return ops
 }
 
 // RemoveAll deletes every service this reconciler owns (the last desired
@@ -203,13 +205,16 @@ func (r *Reconciler) RemoveAll(ctx context.Context) (Report, error) {
 		rep.Errors++
 		return rep, fmt.Errorf("list IPVS services: %w", err)
 	}
+	var ops []op
 	for i := range current {
-		k := current[i].Key
-		if !r.owned[k] {
-			continue
+		if k := current[i].Key; r.owned[k] {
+			ops = append(ops, op{kind: opDeleteService, key: k})
 		}
-		if err := r.b.DeleteService(ctx, k); err != nil {
-			pe.add(fmt.Errorf("delete service %s: %w", k, err))
+	}
+	errs := execOps(ctx, r.b, ops)
+	for i := range ops {
+		if errs[i] != nil {
+			pe.add(fmt.Errorf("%s: %w", &ops[i], errs[i]))
 			continue
 		}
 		rep.Deletes++

@@ -136,7 +136,13 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		// arch-capabilities: nested KVM here rejects MSR 0x10a with -cpu host.
 		args = append(args, "-accel", "kvm", "-cpu", "host,-arch-capabilities")
 	} else {
-		args = append(args, "-accel", "tcg", "-cpu", "max")
+		// qemu64 rather than max: emulated AVX made Go code (memclr,
+		// memmove) slower under TCG; VIGIL_VM_CPU overrides.
+		cpu := os.Getenv("VIGIL_VM_CPU")
+		if cpu == "" {
+			cpu = "qemu64"
+		}
+		args = append(args, "-accel", "tcg", "-cpu", cpu)
 	}
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
 	var console bytes.Buffer
