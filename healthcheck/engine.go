@@ -186,8 +186,12 @@ func (e *engine) start(j *job, sa unix.Sockaddr, family int, timeout time.Durati
 	}
 	e.jobs[j.fd] = j
 	e.deadlines.push(j)
-	if j.state == stSending && e.send(j) {
-		e.read(j)
+	if j.state == stSending {
+		e.safely(j, func(j *job) {
+			if e.send(j) {
+				e.read(j)
+			}
+		})
 	}
 }
 
@@ -242,9 +246,20 @@ func (e *engine) poll(timeout time.Duration) error {
 		if fd >= len(e.jobs) || e.jobs[fd] == nil {
 			continue
 		}
-		e.handle(e.jobs[fd], ev.Events)
+		e.safely(e.jobs[fd], func(j *job) { e.handle(j, ev.Events) })
 	}
 	return nil
+}
+
+// safely runs f on j; a panic (a bug in a check's code) fails that check
+// instead of the whole loop.
+func (e *engine) safely(j *job, f func(*job)) {
+	defer func() {
+		if p := recover(); p != nil && j.fd >= 0 && e.jobs[j.fd] == j {
+			e.done(j, fail(j.start, "check panicked: %v", p))
+		}
+	}()
+	f(j)
 }
 
 func (e *engine) handle(j *job, ev uint32) {

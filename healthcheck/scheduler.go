@@ -256,10 +256,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	if _, ok := s.clock.(realClock); ok {
 		e, err := newEngine()
-		if err != nil {
-			return fmt.Errorf("health checks: %w", err)
+		if err == nil {
+			return s.runEngine(ctx, e)
 		}
-		return s.runEngine(ctx, e)
+		s.log.Warn("health checks: no epoll engine, running every check on a goroutine", "err", err)
 	}
 	return s.runChannels(ctx)
 }

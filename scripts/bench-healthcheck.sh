@@ -5,9 +5,11 @@
 # answered by one listener on 0.0.0.0:PORT (hcbench serve), checked every
 # second, once with TCP checks and once with HTTP checks, by HAProxy (Debian
 # package, one thread, spread-checks 5, inter 1s rise 2 fall 3) and by vigil
-# (healthcheck.Scheduler, same settings). Everything runs in a private
-# network namespace, so the kernel's Tcp ActiveOpens counter counts the
-# checks of exactly one checker.
+# (healthcheck.Scheduler, same settings). Each run gets a fresh private
+# network namespace with its own server: the kernel's Tcp ActiveOpens
+# counter counts the checks of exactly one checker, and no run inherits
+# another's TIME_WAIT sockets (HAProxy's HTTP checks leave the server
+# holding one per check; vigil's end with RST and leave none).
 #
 # Prints, per kind: checks/s, CPU seconds per 1,000 checks, share of one
 # core, peak RSS (VmHWM) for each, the vigil/HAProxy CPU ratio, and vigil's
@@ -31,29 +33,35 @@ WHO=${WHO:-"haproxy vigil"}
 command -v haproxy >/dev/null || { echo "bench-healthcheck: haproxy not found (apt-get install haproxy)" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/vigil-hcbench.XXXXXX)
-NS=vigil-hcbench-$$
+NS=
 pids=()
-cleanup() {
+teardown() { # the current namespace and everything in it
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  # Anything else still in our namespace was started by this script.
-  ip netns pids "$NS" 2>/dev/null | xargs -r kill 2>/dev/null || true
-  wait 2>/dev/null || true
-  ip netns del "$NS" 2>/dev/null || true
-  rm -rf "$tmp"
+  pids=()
+  if [ -n "$NS" ]; then
+    # Anything else still in our namespace was started by this script.
+    ip netns pids "$NS" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    wait 2>/dev/null || true
+    ip netns del "$NS" 2>/dev/null || true
+  fi
+  NS=
 }
-trap cleanup EXIT
+trap 'teardown; rm -rf "$tmp"' EXIT
 
 go build -o "$tmp/hcbench" ./healthcheck/cmd/hcbench
-ip netns add "$NS"
-ip -n "$NS" link set lo up
 inns() { ip netns exec "$NS" "$@"; }
 active_opens() { inns awk '/^Tcp:/ && $6 ~ /^[0-9]+$/ {print $6}' /proc/net/snmp; }
 
-# Started with ip netns exec itself (not a shell function), so $! is the
-# server's pid: ip execs the program.
-ip netns exec "$NS" "$tmp/hcbench" serve -port "$PORT" >"$tmp/serve.log" 2>&1 &
-pids+=($!)
-sleep 0.5
+setup() { # a fresh namespace with the server
+  NS=vigil-hcbench-$$-$1
+  ip netns add "$NS"
+  ip -n "$NS" link set lo up
+  # Started with ip netns exec itself (not a shell function), so $! is the
+  # server's pid: ip execs the program.
+  ip netns exec "$NS" "$tmp/hcbench" serve -port "$PORT" >"$tmp/serve-$1.log" 2>&1 &
+  pids+=($!)
+  sleep 0.5
+}
 
 # addr i: 127.10.0.1 ... as in hcbench (250 per /24).
 gen_haproxy_cfg() { # kind
@@ -129,7 +137,9 @@ run_vigil() { # kind
 echo "bench-healthcheck: N=$N interval=1s warmup=${WARMUP}s window=${WINDOW}s; $(nproc) CPUs; load:$(uptime | sed 's/.*load average://'); $(haproxy -v | head -1 | cut -d' ' -f1-3)"
 for kind in $KINDS; do
   for who in $WHO; do
+    setup "$who-$kind"
     "run_$who" "$kind"
+    teardown
   done
 done
 
