@@ -15,12 +15,21 @@
 // Output is a stream of Change values (up/down, reason, counts, dynamic
 // weight) for the IPVS side and Snapshot for status and metrics.
 //
-// The TCP and HTTP checkers use raw non-blocking sockets on Go's network
-// poller: the TCP check is half-open like HAProxy's (delayed ACK, then
-// close with SO_LINGER 0, so the server application never accepts it), the
-// HTTP check writes one HTTP/1.0 request and parses the status line itself.
-// This keeps a check to a handful of system calls, so 10,000 servers at a
-// 1 s interval cost a fraction of one core. The package is Linux-only.
+// Cost. On the real clock the scheduler's goroutine is an event loop (like
+// HAProxy's): TCP and plain HTTP checks are state machines on one epoll set
+// (engine.go), with no goroutine, timer or channel per check. The TCP check
+// is half-open like HAProxy's (delayed ACK, then RST, so the server
+// application never accepts it); the HTTP check writes one HTTP/1.0 request
+// and parses the status line itself; a check ends with connect(AF_UNSPEC),
+// which resets the connection and keeps the socket for the next check. A
+// TCP check is then three system calls plus a share of epoll_wait. Exec,
+// HTTPS and injected checkers run on a goroutine each and wake the loop
+// through an eventfd. Measured against HAProxy 2.6 with
+// scripts/bench-healthcheck.sh (10,000 servers at 1 s): about 0.7-0.85
+// of HAProxy's CPU per check for TCP and HTTP, under half its memory.
+//
+// The Check methods also work on their own (blocking, on Go's network
+// poller), for one-off checks and tests. The package is Linux-only.
 //
 // It does not import vigil's config package: the wiring package converts
 // the site file into Spec values.
