@@ -187,11 +187,7 @@ func (e *engine) start(j *job, sa unix.Sockaddr, family int, timeout time.Durati
 	e.jobs[j.fd] = j
 	e.deadlines.push(j)
 	if j.state == stSending {
-		e.safely(j, func(j *job) {
-			if e.send(j) {
-				e.read(j)
-			}
-		})
+		e.safely(j, func(j *job) { e.send(j) })
 	}
 }
 
@@ -281,12 +277,15 @@ func (e *engine) handle(j *job, ev uint32) {
 			return
 		}
 		j.state = stSending
-		if !e.send(j) {
-			return
+		// No read right after the request: the answer cannot be in yet
+		// and its arrival brings an EPOLLIN edge. Only something the
+		// server sent or did before (a close, a banner) is read now.
+		if e.send(j) && ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			e.read(j)
 		}
-		e.read(j) // the answer may be in already
 	case stSending:
-		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && e.send(j) {
+		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && e.send(j) &&
+			ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 			e.read(j)
 		}
 	case stReading:
