@@ -395,10 +395,11 @@ func (s *Scheduler) complete(d done, due *checkHeap, pending *[]Change) {
 		}
 	}
 	// Fixed rate from the scheduled time, so lateness does not accumulate;
-	// never earlier than now.
+	// a check that overran its interval runs again in the next round of
+	// the loop, never in this one (a check failing at once must not spin).
 	next := d.scheduled.Add(s.jitter(c.h.interval(sp)))
-	if next.Before(now) {
-		next = now
+	if !next.After(now) {
+		next = now.Add(time.Nanosecond)
 	}
 	c.due = next
 	due.push(c)
