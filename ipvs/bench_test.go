@@ -168,7 +168,7 @@ func BenchmarkVMReconcile(b *testing.B) {
 	if _, err := os.Stat("/usr/sbin/ipvsadm-restore"); err != nil {
 		b.Skip("needs /usr/sbin/ipvsadm-restore (apt-get install ipvsadm)")
 	}
-	bin, _ := buildGuestBinary(b)
+	bin := buildGuestBinary(b)
 	for i := 0; i < b.N; i++ {
 		res, err := vmtest.Run(context.Background(), vmtest.Options{
 			Files:        map[string]string{"/bin/ipvs.test": bin, "/usr/sbin/ipvsadm-restore": "/usr/sbin/ipvsadm-restore"},

@@ -25,6 +25,12 @@
 //	// res.ExitCode is the script's exit code; err is non-nil only when the
 //	// guest could not be booted or ended without reporting a result.
 //
+//	// Or, for Go tests that must run inside the guest (see testenv.NeedGuest):
+//	vmtest.RunGuestTests(t, vmtest.GuestTests{Package: ".", Run: "^TestGuest",
+//		Options: vmtest.Options{HostPrograms: []string{"/usr/sbin/ipvsadm", "/sbin/ip"}}})
+//	// builds the test binary, boots one guest, runs the matching tests with
+//	// -test.v and fails t unless each listed test passed.
+//
 // What /init does before the script: mounts /proc, /sys, /dev (devtmpfs),
 // /dev/pts, /run and /tmp (tmpfs; /var/run -> /run so `ip netns add`
 // works), installs busybox applets in /bin, loads the modules (ip_vs and

@@ -191,3 +191,34 @@ exit 7
 		t.Errorf("Output writer saw %d bytes, Result.Output has %d", console.Len(), len(res.Output))
 	}
 }
+
+func TestTestResults(t *testing.T) {
+	out := `=== RUN   TestA
+--- PASS: TestA (0.01s)
+=== RUN   TestB
+    --- FAIL: TestB/sub (0.00s)
+--- FAIL: TestB (0.00s)
+--- SKIP: TestC (0.00s)
+guest| --- PASS: TestD (0.00s)
+`
+	got := TestResults(out)
+	want := map[string]string{"TestA": "PASS", "TestB/sub": "FAIL", "TestB": "FAIL", "TestC": "SKIP"}
+	if len(got) != len(want) {
+		t.Fatalf("got %v", got)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+}
+
+func TestPrefixWriter(t *testing.T) {
+	var b bytes.Buffer
+	w := &PrefixWriter{W: &b, Prefix: "g| "}
+	w.Write([]byte("one\ntw"))
+	w.Write([]byte("o\nthr"))
+	if b.String() != "g| one\ng| two\n" {
+		t.Fatalf("got %q", b.String())
+	}
+}
