@@ -216,10 +216,11 @@ func TestNetnsKeepalived(t *testing.T) {
 		pass    string
 		v6      bool
 	}{
-		{"v3-multicast", 3, 100 * time.Millisecond, "0.1", false, "", false},
-		{"v3-unicast", 3, 100 * time.Millisecond, "0.1", true, "", false},
+		// v3 at 200ms: sub-second, with room for a loaded CI host.
+		{"v3-multicast", 3, 200 * time.Millisecond, "0.2", false, "", false},
+		{"v3-unicast", 3, 200 * time.Millisecond, "0.2", true, "", false},
 		{"v2-auth-pass", 2, time.Second, "1", false, "s3cret", false},
-		{"v3-ipv6-multicast", 3, 100 * time.Millisecond, "0.1", false, "", true},
+		{"v3-ipv6-multicast", 3, 200 * time.Millisecond, "0.2", false, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lab := netlab.New(t)
