@@ -221,6 +221,7 @@ type Instance struct {
 	startedAt      time.Time
 	lowerSince     time.Time // first advert of the current lower-priority master (preempt delay)
 	lastReannounce time.Time
+	lastLower      time.Time // last advert of a lower-priority master, as master
 	running        bool
 	done           chan struct{}
 	c              Counters
@@ -868,7 +869,12 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 		// once so it steps down, and re-announce our VIPs (rate limited).
 		fx.send = append(fx.send, in.advert(in.prio))
 		in.armTimer(in.cfg.Interval, in.adverTimer)
-		if in.lastReannounce.IsZero() || now.Sub(in.lastReannounce) >= time.Second {
+		// At most one per second while the same node keeps sending, but
+		// always for a new episode (silence of 3 intervals before: a
+		// partition that healed) so a short split brain is never missed.
+		episode := in.lastLower.IsZero() || now.Sub(in.lastLower) > 3*in.cfg.Interval
+		in.lastLower = now
+		if episode || now.Sub(in.lastReannounce) >= time.Second {
 			in.lastReannounce = now
 			in.c.Reannounces++
 			fx.events = append(fx.events, Event{Kind: Reannounce, Instance: in.cfg.Name, VRID: in.cfg.VRID,

@@ -643,3 +643,29 @@ func TestDownAdverts(t *testing.T) {
 		t.Fatal("accepted 101 down adverts")
 	}
 }
+
+func TestReannounceNewEpisode(t *testing.T) {
+	r := newRig(t, Config{Priority: 150, Interval: 100 * time.Millisecond})
+	r.clk.Advance(time.Second)
+	r.want(Master)
+	r.events()
+	kinds := func() (n int) {
+		for _, e := range r.events() {
+			if e.Kind == Reannounce {
+				n++
+			}
+		}
+		return n
+	}
+	r.from(peerL, 100)
+	r.clk.Advance(100 * time.Millisecond)
+	r.from(peerL, 100) // same episode, within 1s: rate limited
+	if n := kinds(); n != 1 {
+		t.Fatalf("%d re-announces, want 1", n)
+	}
+	r.clk.Advance(400 * time.Millisecond) // silence > 3 intervals: a partition healed
+	r.from(peerL, 100)
+	if n := kinds(); n != 1 {
+		t.Fatalf("%d re-announces for a new episode within 1s, want 1", n)
+	}
+}
