@@ -6,19 +6,20 @@
 # The package name is resolved at run time from linux-image-amd64's Depends
 # (Debian bumps the ABI number, e.g. linux-image-6.1.0-56-amd64).
 #
-# Environment: VIGIL_VM_CACHE (default /var/cache/vigil/vm).
+# Environment: VIGIL_VM_CACHE (default /var/cache/vigil/vm);
+# VIGIL_VM_REFRESH=1 re-resolves the package (picks up a new Debian ABI).
 # Prints the directory that holds boot/vmlinuz-* and lib/modules/*.
 set -euo pipefail
 cache=${VIGIL_VM_CACHE:-/var/cache/vigil/vm}
 mkdir -p "$cache"
 # A finished unpack leaves a "current" symlink; reuse it.
-if [ -L "$cache/current" ] && [ -f "$cache/current/.complete" ]; then
+if [ "${VIGIL_VM_REFRESH:-}" != 1 ] && [ -L "$cache/current" ] && [ -f "$cache/current/.complete" ]; then
   readlink -f "$cache/current"
   exit 0
 fi
 exec 9>"$cache/.lock"
 flock 9
-if [ -L "$cache/current" ] && [ -f "$cache/current/.complete" ]; then
+if [ "${VIGIL_VM_REFRESH:-}" != 1 ] && [ -L "$cache/current" ] && [ -f "$cache/current/.complete" ]; then
   readlink -f "$cache/current"
   exit 0
 fi
