@@ -65,6 +65,7 @@ type Daemon struct {
 	warnings   map[string]string // key -> text (drift, dual master)
 	instances  map[string]*instance
 	plan       checkPlan
+	running    map[string]healthcheck.Spec // specIdentity -> the spec running
 	health     ipvs.Health
 	vss        []ipvs.VirtualServer
 	quorum     ipvs.QuorumState
@@ -321,37 +322,60 @@ func (d *Daemon) publish() {
 	d.ch.SetLocal(st)
 }
 
-// applyCheckPlan hands the site's checks to the scheduler and seeds the
-// health view of new servers with their checks' initial state. Servers
-// whose check did not change keep their state.
+// applyCheckPlan hands the site's checks to the scheduler. A check whose
+// spec did not change keeps running with its state. A server whose check
+// changed (a new interval, say) keeps its health: its new check starts in
+// the state the old one had reached, so a reload never pulls a healthy
+// server for rise x interval. New servers start in their check's initial
+// state.
 func (d *Daemon) applyCheckPlan(p checkPlan) {
 	d.mu.Lock()
-	old := d.plan
-	oldKey := map[ipvs.ServerRef]string{}
-	for k, refs := range old.refs {
-		for _, r := range refs {
-			oldKey[r] = k
+	running := map[string]healthcheck.Spec{}
+	plan := checkPlan{refs: map[string][]ipvs.ServerRef{}, always: p.always, initUp: p.initUp}
+	for _, s := range p.specs {
+		refs := p.refs[s.Key()]
+		id := specIdentity(s)
+		if old, ok := d.running[id]; ok {
+			s = old
+		} else {
+			for _, r := range refs {
+				if h, ok := d.health[r]; ok {
+					s.InitialUp = h.Up
+					break
+				}
+			}
 		}
+		running[id] = s
+		plan.specs = append(plan.specs, s)
+		plan.refs[s.Key()] = refs
 	}
 	health := ipvs.Health{}
-	for k, refs := range p.refs {
+	now := time.Now()
+	for _, refs := range plan.refs {
 		for _, r := range refs {
-			if h, ok := d.health[r]; ok && oldKey[r] == k {
+			if h, ok := d.health[r]; ok {
 				health[r] = h
-				continue
+			} else {
+				health[r] = ipvs.ServerHealth{Up: p.initUp[r], Since: now}
 			}
-			health[r] = ipvs.ServerHealth{Up: p.initUp[r], Since: time.Now()}
 		}
 	}
 	for _, r := range p.always {
-		health[r] = ipvs.ServerHealth{Up: true, Since: time.Now()}
+		health[r] = ipvs.ServerHealth{Up: true, Since: now}
 	}
-	d.plan, d.health = p, health
+	d.plan, d.health, d.running = plan, health, running
 	d.mu.Unlock()
-	if err := d.checks.Set(p.specs); err != nil {
+	if err := d.checks.Set(plan.specs); err != nil {
 		d.log.Error("health checks", "error", err)
 	}
 	d.kickReconcile()
+}
+
+// specIdentity is a check's key without its initial state, which the
+// daemon sets itself when a changed check takes over a server's health.
+func specIdentity(s healthcheck.Spec) string {
+	s.InitialUp = false
+	return s.Key()
 }
 
 // followChecks applies check verdicts to the health view.

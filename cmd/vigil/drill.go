@@ -62,8 +62,9 @@ type probeReport struct {
 
 // prober probes one target at a steady rate and keeps every result.
 type prober struct {
-	target string
-	every  time.Duration
+	target  string
+	every   time.Duration
+	timeout time.Duration
 	mu     sync.Mutex
 	res    []probeResult
 }
@@ -88,7 +89,7 @@ func (p *prober) run(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			who, err := probeOnce(p.target, 250*time.Millisecond)
+			who, err := probeOnce(p.target, p.timeout)
 			r := probeResult{at: at, ok: err == nil, who: who}
 			if err != nil {
 				r.err = err.Error()
@@ -199,9 +200,11 @@ func runDrill(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	maxOutage := fs.Duration("max-outage", 0, "fail if a probe saw a longer interruption (0: no limit)")
 	every := fs.Duration("probe-every", 10*time.Millisecond, "probe interval")
+	probeTimeout := fs.Duration("probe-timeout", time.Second, "timeout of one probe")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up waiting for the new master after this long")
 	force := fs.Bool("force", false, "run even if the preflight finds problems")
 	resumeOnly := fs.Bool("resume", false, "only end an earlier drill: give this director its priority back")
+	checkOnly := fs.Bool("check", false, "only run the preflight: exit 0 when a drill could run now")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -222,7 +225,7 @@ func runDrill(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	rep := drillReport{Instance: *instName}
-	code := drill(site, *sock, probes, *back, *maxOutage, *every, *timeout, *force, &rep)
+	code := drill(site, *sock, probes, *back, *maxOutage, *every, *probeTimeout, *timeout, *force, *checkOnly, &rep)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -243,7 +246,7 @@ func status(sock string) (director.Status, error) {
 	return *r.Status, nil
 }
 
-func drill(site *config.Site, sock string, targets []string, back bool, maxOutage, every, timeout time.Duration, force bool, rep *drillReport) int {
+func drill(site *config.Site, sock string, targets []string, back bool, maxOutage, every, probeTimeout, timeout time.Duration, force, checkOnly bool, rep *drillReport) int {
 	fail := func(format string, a ...any) int {
 		rep.Failure = fmt.Sprintf(format, a...)
 		return 1
@@ -279,20 +282,28 @@ func drill(site *config.Site, sock string, targets []string, back bool, maxOutag
 	if len(problems) > 0 && !force {
 		return fail("preflight found %d problem(s); fix them or use --force", len(problems))
 	}
+	if checkOnly {
+		rep.OK = true
+		return 0
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var ps []*prober
 	for _, t := range targets {
-		p := &prober{target: t, every: every}
+		p := &prober{target: t, every: every, timeout: probeTimeout}
 		ps = append(ps, p)
 		go p.run(ctx)
 	}
+	// Every probe must answer before the drill, or there is nothing to
+	// measure.
 	warm := time.Now()
-	time.Sleep(300 * time.Millisecond)
 	for _, p := range ps {
-		if !p.okSince(warm) {
-			return fail("probe %s does not answer before the drill: nothing to measure", p.target)
+		for !p.okSince(warm) {
+			if time.Since(warm) > 5*time.Second {
+				return fail("probe %s does not answer before the drill: nothing to measure", p.target)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 
@@ -488,7 +499,9 @@ func printDrill(w io.Writer, r drillReport) {
 	if r.Held {
 		fmt.Fprintf(w, "%s stays backup (held at priority 1): `vigil drill --resume` gives it its priority back\n", r.From)
 	}
-	if r.OK {
+	if r.OK && len(r.Timeline) == 0 {
+		fmt.Fprintln(w, "preflight only: a drill could run now")
+	} else if r.OK {
 		fmt.Fprintln(w, "drill: OK")
 	} else {
 		fmt.Fprintf(w, "drill: FAILED: %s\n", r.Failure)
