@@ -65,8 +65,8 @@ type prober struct {
 	target  string
 	every   time.Duration
 	timeout time.Duration
-	mu     sync.Mutex
-	res    []probeResult
+	mu      sync.Mutex
+	res     []probeResult
 }
 
 type probeResult struct {
