@@ -177,7 +177,6 @@ func (r *rig) firstAnswer(ctx context.Context, name string, t0 int64, deadline t
 // trace writes the events around one failover to the rig's directory, in
 // milliseconds from the failure, so a figure can be checked by eye.
 func (r *rig) trace(t0, last, answer int64) {
-	r.traces++
 	from, to := last-int64(2*r.site.Advert)-int64(50*time.Millisecond), answer+int64(50*time.Millisecond)
 	head := fmt.Sprintf("# t=0 is the failure; last advert of the old master at %s, first answer from the new master at %s",
 		relMS(t0, last), relMS(t0, answer))
@@ -237,6 +236,7 @@ func (r *rig) writeTrace(name, head string, t0, from, to int64, quiet bool) {
 // runOnce fails vs1 (the master), measures, and brings it back.
 func (r *rig) runOnce(ctx context.Context, kind string, tm caseTiming) Run {
 	var run Run
+	r.traces++ // names this run's trace files
 	fail := func(err error) Run { run.Err = err.Error(); return run }
 	old, nw := "vs1", "vs2"
 	oldAddr, newAddr := r.addrOf(old), r.addrOf(nw)
