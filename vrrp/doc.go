@@ -32,7 +32,9 @@
 //
 // Additions to the RFC, for split-brain hygiene (keepalived has them as
 // options): a master that hears a lower priority answers with an advert at
-// once and publishes a Reannounce event (at most one per second), which the
+// once and publishes a Reannounce event (at most one per second while the
+// same node keeps advertising; always after a silence, i.e. a healed
+// partition), which the
 // daemon turns into gratuitous ARP / unsolicited NA; a master that hears a
 // higher priority sends one last advert before stepping down so the winner
 // learns a split brain happened and re-announces.
