@@ -104,16 +104,19 @@ run_haproxy() { # kind
   local t0 o0 s0 t1 o1 s1
   local u0 u1
   read -r t0 u0 < <(awk '{print $14 + $15, $14}' "/proc/$pid/stat")
+  local w0 w1
+  w0=$(awk '{print $2}' "/proc/$pid/schedstat")
   o0=$(active_opens); s0=$(date +%s.%N)
   sleep "$WINDOW"
+  w1=$(awk '{print $2}' "/proc/$pid/schedstat")
   read -r t1 u1 < <(awk '{print $14 + $15, $14}' "/proc/$pid/stat")
   o1=$(active_opens); s1=$(date +%s.%N)
   local hwm
   hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  awk -v t0="$t0" -v t1="$t1" -v u0="$u0" -v u1="$u1" -v o0="$o0" -v o1="$o1" -v s0="$s0" -v s1="$s1" -v hz="$hz" -v hwm="$hwm" -v kind="$kind" 'BEGIN {
+  awk -v w=$(( (w1 - w0) / 1000000 )) -v t0="$t0" -v t1="$t1" -v u0="$u0" -v u1="$u1" -v o0="$o0" -v o1="$o1" -v s0="$s0" -v s1="$s1" -v hz="$hz" -v hwm="$hwm" -v kind="$kind" 'BEGIN {
     el = s1 - s0; cpu = (t1 - t0) / hz; n = o1 - o0
-    printf "haproxy %s: checks=%d rate=%.0f/s cpu_seconds=%.2f cpu_per_1000=%.4f core_share=%.1f%% user=%.0f%% peak_rss=%.1fMB\n", kind, n, n / el, cpu, cpu / n * 1000, 100 * cpu / el, 100 * (u1 - u0) / (t1 - t0), hwm / 1024
+    printf "haproxy %s: checks=%d rate=%.0f/s cpu_seconds=%.2f cpu_per_1000=%.4f core_share=%.1f%% user=%.0f%% peak_rss=%.1fMB waited_for_cpu=%.1fs\n", kind, n, n / el, cpu, cpu / n * 1000, 100 * cpu / el, 100 * (u1 - u0) / (t1 - t0), hwm / 1024, w / 1000
   }' | tee "$tmp/haproxy-$kind.res"
 }
 
@@ -130,7 +133,8 @@ run_vigil() { # kind
     /^cpu_seconds=/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
     /^peak_rss=/ { sub("peak_rss=", ""); rss = $1 / 1024 }
     /^lateness_p50=/ { late = $0 }
-    END { printf "vigil %s: checks=%d rate=%s cpu_seconds=%.2f cpu_per_1000=%.4f core_share=%s peak_rss=%.1fMB %s (kernel ActiveOpens over the whole run: %d)\n", kind, n, rate, v["cpu_seconds"], v["cpu_per_1000"], v["core_share"], rss, late, opens }
+    /^waited_for_cpu=/ { split($1, wv, "="); waited = wv[2] }
+    END { printf "vigil %s: checks=%d rate=%s cpu_seconds=%.2f cpu_per_1000=%.4f core_share=%s peak_rss=%.1fMB waited_for_cpu=%s %s (kernel ActiveOpens over the whole run: %d)\n", kind, n, rate, v["cpu_seconds"], v["cpu_per_1000"], v["core_share"], rss, waited, late, opens }
   ' "$tmp/vigil-$kind.out" | tee "$tmp/vigil-$kind.res"
 }
 

@@ -189,6 +189,23 @@ func cpu() (user, sys time.Duration) {
 	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
 }
 
+// runDelay is the time this process's threads have waited on a run queue
+// (schedstat): CPU starvation by other processes shows here.
+func runDelay() time.Duration {
+	ents, _ := os.ReadDir("/proc/self/task")
+	var sum time.Duration
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/self/task/" + e.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		var run, wait int64
+		fmt.Sscan(string(b), &run, &wait)
+		sum += time.Duration(wait)
+	}
+	return sum
+}
+
 func vmHWM() string {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
@@ -260,6 +277,7 @@ func check(args []string) error {
 	}()
 	time.Sleep(*warmup)
 	u0, s0 := cpu()
+	w0 := runDelay()
 	start := time.Now()
 	measuring.Store(true)
 	if *profile != "" {
@@ -276,6 +294,7 @@ func check(args []string) error {
 		pprof.StopCPUProfile()
 	}
 	u1, s1 := cpu()
+	waited := runDelay() - w0
 	elapsed := time.Since(start)
 	usedCPU := u1 - u0 + s1 - s0
 	cancel()
@@ -289,6 +308,7 @@ func check(args []string) error {
 	}
 	fmt.Printf("cpu_seconds=%.3f cpu_per_1000=%.4f core_share=%.1f%% user=%.0f%%\n", usedCPU.Seconds(), perK, 100*usedCPU.Seconds()/elapsed.Seconds(), 100*(u1-u0).Seconds()/usedCPU.Seconds())
 	fmt.Printf("peak_rss=%s\n", vmHWM())
+	fmt.Printf("waited_for_cpu=%.1fs (run queue delay of all threads in the window; high means the machine was busy)\n", waited.Seconds())
 	fmt.Printf("lateness_p50=%v lateness_p99=%v lateness_max=%v\n", hist.quantile(0.5), hist.quantile(0.99), hist.max.Round(time.Microsecond))
 	fmt.Printf("check_latency_p50=%v check_latency_p99=%v\n", lat.quantile(0.5), lat.quantile(0.99))
 	return nil
