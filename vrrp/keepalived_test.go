@@ -312,11 +312,8 @@ func TestNetnsKeepalived(t *testing.T) {
 			if r := v.in.Status(); r.State != Master {
 				t.Fatalf("vigil %v", r.State)
 			}
-			v.mu.Lock()
-			last := v.evs[len(v.evs)-1]
-			v.mu.Unlock()
-			if !strings.Contains(last.Reason, "resigned (priority 0)") {
-				t.Errorf("vigil became master for %q, want keepalived's priority-0 advert", last.Reason)
+			if e := waitEvent(t, v, func(e Event) bool { return e.To == Master }); !strings.Contains(e.Reason, "resigned (priority 0)") {
+				t.Errorf("vigil became master for %q, want keepalived's priority-0 advert", e.Reason)
 			}
 
 			// 7. vigil stops gracefully: keepalived takes over after its skew.

@@ -312,3 +312,25 @@ func TestNetnsFailover(t *testing.T) {
 		})
 	}
 }
+
+// waitEvent waits for the last event d received to match (events are
+// delivered asynchronously) and returns it.
+func waitEvent(t *testing.T, d *director, match func(Event) bool) Event {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d.mu.Lock()
+		var last Event
+		if n := len(d.evs); n > 0 {
+			last = d.evs[n-1]
+		}
+		d.mu.Unlock()
+		if match(last) {
+			return last
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: last event %+v", d.h.Name, last)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
