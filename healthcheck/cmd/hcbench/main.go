@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -228,6 +229,7 @@ func check(args []string) error {
 	warmup := fs.Duration("warmup", 10*time.Second, "run this long before measuring")
 	window := fs.Duration("window", 30*time.Second, "measure for this long")
 	profile := fs.String("cpuprofile", "", "write a CPU profile of the window to this file")
+	verify := fs.Duration("verify", 0, "after the window, watch this long for an outage of the server (stopped by the caller) and report when all servers went down and came back")
 	fs.Parse(args)
 
 	specs := make([]healthcheck.Spec, *n)
@@ -236,6 +238,11 @@ func check(args []string) error {
 			Interval: *interval, Timeout: *interval, Rise: 2, Fall: 3}
 	}
 	var (
+		mu        sync.Mutex // guards the window's counters
+		verifying atomic.Bool
+		firstFail atomic.Int64 // unix ns
+		firstPass atomic.Int64
+		allDown   atomic.Int64
 		measuring atomic.Bool
 		hist      histogram // lateness
 		lat       histogram // check latency
@@ -246,9 +253,18 @@ func check(args []string) error {
 	s := healthcheck.NewScheduler(healthcheck.Options{
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Observe: func(o healthcheck.Observation) { // on the scheduler goroutine
+			if verifying.Load() {
+				if !o.Result.Up {
+					firstFail.CompareAndSwap(0, time.Now().UnixNano())
+				} else if allDown.Load() != 0 {
+					firstPass.CompareAndSwap(0, time.Now().UnixNano())
+				}
+			}
 			if !measuring.Load() {
 				return
 			}
+			mu.Lock()
+			defer mu.Unlock()
 			checks++
 			hist.add(o.Started.Sub(o.Scheduled))
 			lat.add(o.Result.Latency)
@@ -297,9 +313,8 @@ func check(args []string) error {
 	waited := runDelay() - w0
 	elapsed := time.Since(start)
 	usedCPU := u1 - u0 + s1 - s0
-	cancel()
-	<-done
-	// Read the scheduler-goroutine counters after Run returned.
+	mu.Lock()
+	defer mu.Unlock()
 	perK := usedCPU.Seconds() / float64(checks) * 1000
 	fmt.Printf("kind=%s servers=%d interval=%v window=%.1fs\n", *kind, *n, *interval, elapsed.Seconds())
 	fmt.Printf("checks=%d rate=%.0f/s failed=%d up=%d\n", checks, float64(checks)/elapsed.Seconds(), fails, ups.Load())
@@ -311,5 +326,41 @@ func check(args []string) error {
 	fmt.Printf("waited_for_cpu=%.1fs (run queue delay of all threads in the window; high means the machine was busy)\n", waited.Seconds())
 	fmt.Printf("lateness_p50=%v lateness_p99=%v lateness_max=%v\n", hist.quantile(0.5), hist.quantile(0.99), hist.max.Round(time.Microsecond))
 	fmt.Printf("check_latency_p50=%v check_latency_p99=%v\n", lat.quantile(0.5), lat.quantile(0.99))
+	if *verify > 0 {
+		verifyOutage(*verify, int64(*n), &ups, &verifying, &firstFail, &firstPass, &allDown)
+	}
+	cancel()
+	<-done
 	return nil
+}
+
+// verifyOutage watches the up count while the caller stops the server and
+// starts it again: proof that the checks reach the server.
+func verifyOutage(d time.Duration, n int64, ups *atomic.Int64, verifying *atomic.Bool, firstFail, firstPass, allDown *atomic.Int64) {
+	verifying.Store(true)
+	end := time.Now().Add(d)
+	var allUp time.Time
+	for time.Now().Before(end) {
+		u := ups.Load()
+		if u == 0 {
+			allDown.CompareAndSwap(0, time.Now().UnixNano())
+		}
+		if allDown.Load() != 0 && u == n {
+			allUp = time.Now()
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	at := func(ns int64) time.Time { return time.Unix(0, ns) }
+	switch {
+	case firstFail.Load() == 0:
+		fmt.Println("verify: no check failed (was the server stopped?)")
+	case allDown.Load() == 0:
+		fmt.Printf("verify: checks failed but not all %d servers went down within %v\n", n, d)
+	case allUp.IsZero():
+		fmt.Printf("verify: all %d servers down %.2fs after the first failed check; not all back within %v\n", n, at(allDown.Load()).Sub(at(firstFail.Load())).Seconds(), d)
+	default:
+		fmt.Printf("verify: all %d servers down %.2fs after the first failed check, all up %.2fs after the first passing one\n",
+			n, at(allDown.Load()).Sub(at(firstFail.Load())).Seconds(), allUp.Sub(at(firstPass.Load())).Seconds())
+	}
 }
