@@ -192,8 +192,6 @@ func (d *Daemon) apply(in *instance, ev vrrp.Event, log interface {
 		d.mu.Lock()
 		in.last = ev
 		d.mu.Unlock()
-		log.Info("transition", "from", ev.From.String(), "to", ev.To.String(), "reason", ev.Reason,
-			"priority", ev.Priority, "master", ev.MasterAddr.String())
 		err := in.claim.Transition(ctx, failover.Transition{
 			Instance: in.cfg.Name, From: failoverState(ev.From), To: failoverState(ev.To),
 			Priority: int(ev.Priority), Reason: ev.Reason,
