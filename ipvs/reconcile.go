@@ -225,6 +225,18 @@ func (r *Reconciler) RemoveAll(ctx context.Context) (Report, error) {
 	return rep, pe.err()
 }
 
+// Adopt marks services as owned without declaring them: typically the
+// services a previous run of the daemon declared (the caller persists
+// Owned), so that a virtual server removed while the daemon was down is
+// deleted by the next pass instead of lingering as a foreign service.
+func (r *Reconciler) Adopt(keys ...ServiceKey) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, k := range keys {
+		r.owned[k] = true
+	}
+}
+
 // Owned lists the keys of the services this reconciler owns.
 func (r *Reconciler) Owned() []ServiceKey {
 	r.mu.Lock()

@@ -230,3 +230,28 @@ func TestSnapshot(t *testing.T) {
 	}
 	equalTables(t, mine, site(1))
 }
+
+func TestReconcileAdoptDeletesStaleServices(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory()
+	stale := Service{Key: AddrKey(TCP, ap("10.99.0.100:8080")), Scheduler: "rr"}
+	foreign := Service{Key: AddrKey(TCP, ap("10.99.0.200:443")), Scheduler: "rr"}
+	m.CreateService(ctx, &stale)
+	m.CreateService(ctx, &foreign)
+	r := NewReconciler(m, nil)
+	r.Adopt(stale.Key, AddrKey(TCP, ap("10.99.0.100:9999"))) // second one is gone already
+	rep := mustApply(t, r, site(1))
+	if rep.Deletes != 1 || rep.Errors != 0 {
+		t.Fatalf("pass: %v", rep)
+	}
+	got := readAll(t, m)
+	if _, ok := got.Lookup(stale.Key); ok {
+		t.Fatal("adopted stale service kept")
+	}
+	if _, ok := got.Lookup(foreign.Key); !ok {
+		t.Fatal("foreign service deleted")
+	}
+	if len(r.Owned()) != 4 {
+		t.Fatalf("owned %v", r.Owned())
+	}
+}
