@@ -57,7 +57,7 @@ func TestEngineReusesSockets(t *testing.T) {
 				t.Fatal(err)
 			}
 			ck := &check{spec: tc.spec.WithDefaults(), checker: c}
-			ck.spec.Timeout = 200 * time.Millisecond
+			ck.spec.Timeout = timeoutFor(tc.reason, 200*time.Millisecond)
 			got = nil
 			if !(&Scheduler{}).startOnEngine(e, ck) {
 				t.Fatalf("case %d not on the engine", i)

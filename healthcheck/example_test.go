@@ -20,7 +20,7 @@ func Example() {
 	rs := netip.MustParseAddrPort(l.Addr().String())
 
 	s := healthcheck.NewScheduler(healthcheck.Options{Logger: slog.New(slog.DiscardHandler)})
-	spec := healthcheck.Spec{Kind: healthcheck.KindTCP, Target: rs, Interval: 50 * time.Millisecond, Rise: 2, Fall: 3}
+	spec := healthcheck.Spec{Kind: healthcheck.KindTCP, Target: rs, Interval: 50 * time.Millisecond, Timeout: 5 * time.Second, Rise: 2, Fall: 3}
 	// Two virtual servers name the same real server with the same check:
 	// one checker runs.
 	if err := s.Set([]healthcheck.Spec{spec, spec}); err != nil {

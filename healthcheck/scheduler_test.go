@@ -161,7 +161,7 @@ func newSim(t *testing.T, opts Options) *sim {
 		cancel()
 		select {
 		case <-m.done:
-		case <-time.After(5 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Error("Run did not return after cancel")
 		}
 	})
@@ -178,7 +178,7 @@ func (m *sim) wait() {
 			return
 		case c := <-m.s.Changes():
 			m.changes = append(m.changes, c)
-		case <-time.After(5 * time.Second):
+		case <-time.After(30 * time.Second):
 			m.t.Fatal("scheduler never became idle")
 		}
 	}
@@ -526,7 +526,7 @@ func TestSchedulerRealServer(t *testing.T) {
 	}
 	a := addrOf(t, l.Addr())
 	s := NewScheduler(Options{})
-	sp := Spec{Kind: KindTCP, Target: a, Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 2, Fall: 2}
+	sp := Spec{Kind: KindTCP, Target: a, Interval: 20 * time.Millisecond, Timeout: 5 * time.Second, Rise: 2, Fall: 2}
 	if err := s.Set([]Spec{sp}); err != nil {
 		t.Fatal(err)
 	}
@@ -545,7 +545,7 @@ func TestSchedulerRealServer(t *testing.T) {
 				t.Fatalf("change %+v, want up=%v", c, want)
 			}
 			return c
-		case <-time.After(10 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Fatalf("no change to up=%v", want)
 		}
 		return Change{}
@@ -606,7 +606,7 @@ func TestMaxConcurrent(t *testing.T) {
 		for range s.Changes() {
 		}
 	}()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for ran.Load() < 30 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -651,7 +651,7 @@ func TestSchedulerEngineAllKinds(t *testing.T) {
 	defer tlsSrv.Close()
 	hang := hangingAddr(t)
 	mk := func(s Spec) Spec {
-		s.Interval, s.Timeout, s.Rise, s.Fall = 30*time.Millisecond, 5*time.Second, 1, 1
+		s.Interval, s.Timeout, s.Rise, s.Fall = 30*time.Millisecond, time.Minute, 1, 1
 		return s
 	}
 	specs := map[string]struct {
@@ -682,7 +682,7 @@ func TestSchedulerEngineAllKinds(t *testing.T) {
 		}
 	}()
 	byKey := map[string]Status{}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		byKey = map[string]Status{}
 		checked := 0
@@ -696,7 +696,7 @@ func TestSchedulerEngineAllKinds(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not every check ran twice in 10s: %+v", byKey)
+			t.Fatalf("not every check ran twice in 60s: %+v", byKey)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -706,21 +706,17 @@ func TestSchedulerEngineAllKinds(t *testing.T) {
 			t.Errorf("%s: up=%v (%s), want %v", name, st.Up, st.Last.Reason, sp.up)
 		}
 	}
-	// A check in flight (an HTTP check of a hanging server, 5 s timeout)
+	// A check in flight (an HTTP check of a hanging server, 1 min timeout)
 	// does not hold up Run's return.
 	if err := s.Set(append(list, mk(Spec{Kind: KindHTTP, Target: hang}))); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	start := time.Now()
 	cancel()
 	select {
 	case <-done:
-	case <-time.After(3 * time.Second):
-		t.Fatal("Run did not return within 3s of cancel")
-	}
-	if took := time.Since(start); took > 2*time.Second {
-		t.Errorf("Run took %v to return", took)
+	case <-time.After(20 * time.Second): // far below the timeout, generous for a shared machine
+		t.Fatal("Run did not return within 20s of cancel")
 	}
 }
 
