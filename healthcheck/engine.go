@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -34,6 +35,9 @@ type engine struct {
 	finish    func(j *job, r Result) // the scheduler's completion
 	inflight  int
 	pool      [2][]int // idle sockets, registered in the epoll set: IPv4, IPv6
+
+	wakeMu sync.RWMutex // wake never writes to a closed (or reused) eventfd
+	closed bool
 }
 
 // poolCap bounds idle sockets per address family.
@@ -101,8 +105,11 @@ func (e *engine) close(reason string) {
 		}
 	}
 	e.pool = [2][]int{}
+	e.wakeMu.Lock()
+	e.closed = true
 	unix.Close(e.epfd)
 	unix.Close(e.evfd)
+	e.wakeMu.Unlock()
 }
 
 func poolIndex(family int) int {
@@ -125,8 +132,14 @@ func disconnect(fd int) error {
 
 var one = []byte{1, 0, 0, 0, 0, 0, 0, 0}
 
-// wake interrupts poll; safe from any goroutine.
-func (e *engine) wake() { unix.Write(e.evfd, one) }
+// wake interrupts poll; safe from any goroutine, also after close.
+func (e *engine) wake() {
+	e.wakeMu.RLock()
+	if !e.closed {
+		unix.Write(e.evfd, one)
+	}
+	e.wakeMu.RUnlock()
+}
 
 func (e *engine) newJob() *job {
 	if n := len(e.free); n > 0 {
