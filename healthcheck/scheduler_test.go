@@ -506,6 +506,8 @@ func TestValidate(t *testing.T) {
 		{Spec{Kind: KindHTTP, Target: target, HTTP: &HTTPSpec{Method: "HEAD", BodyContains: "x"}}, "need GET"},
 		{Spec{Kind: KindExec, Target: target}, "without a command"},
 		{Spec{Kind: KindTCP, Target: target, Rise: 5000}, "at most 1000"},
+		{Spec{Kind: KindTCP, Target: target, Interval: -time.Second}, "negative interval"},
+		{Spec{Kind: KindTCP, Target: target, Fall: -1}, "negative rise"},
 	}
 	for _, b := range bad {
 		if err := b.spec.Validate(); err == nil || !strings.Contains(err.Error(), b.want) {

@@ -159,8 +159,19 @@ func (s Spec) checkAddr() netip.AddrPort {
 // Validate reports the first problem of s (after defaults), naming the
 // field, or nil.
 func (s Spec) Validate() error {
-	s = s.WithDefaults()
 	where := fmt.Sprintf("%s check of %s", s.Kind, s.Target)
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"interval", s.Interval}, {"fast interval", s.FastInterval}, {"down interval", s.DownInterval}, {"timeout", s.Timeout}, {"warm-up", s.Warmup}} {
+		if d.v < 0 {
+			return fmt.Errorf("%s: negative %s %v", where, d.name, d.v)
+		}
+	}
+	if s.Rise < 0 || s.Fall < 0 {
+		return fmt.Errorf("%s: negative rise %d / fall %d", where, s.Rise, s.Fall)
+	}
+	s = s.WithDefaults()
 	if !s.Target.IsValid() || s.Target.Addr().IsUnspecified() {
 		return fmt.Errorf("%s: target must be an address and port", where)
 	}
@@ -169,9 +180,6 @@ func (s Spec) Validate() error {
 	}
 	if s.Rise > 1000 || s.Fall > 1000 {
 		return fmt.Errorf("%s: rise %d / fall %d: at most 1000", where, s.Rise, s.Fall)
-	}
-	if s.Warmup < 0 {
-		return fmt.Errorf("%s: negative warm-up %v", where, s.Warmup)
 	}
 	switch s.Kind {
 	case KindTCP:
