@@ -98,7 +98,7 @@ func (s *Scheduler) runEngine(ctx context.Context, e *engine) error {
 		e.expire(now)
 		for e.inflight+gInflight < max && len(due) > 0 && !due[0].due.After(now) {
 			c := due.pop()
-			if c.removed.Load() {
+			if c.removed.Load() || s.deferExec(c, now, &due) {
 				continue
 			}
 			if !s.startOnEngine(e, c) {

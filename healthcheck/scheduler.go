@@ -17,6 +17,9 @@ import (
 // open files a process may have here, with room for the rest of vigil.
 const DefaultMaxConcurrent = 4096
 
+// DefaultMaxExec bounds exec checks running at once: forks are dear.
+const DefaultMaxExec = 64
+
 // Options configure a Scheduler. The zero value is usable.
 type Options struct {
 	// Clock drives intervals; nil means the real clock.
@@ -30,6 +33,9 @@ type Options struct {
 	// DefaultSpread, a negative value none. The first check of a new
 	// check is always placed at random within its first interval.
 	Spread float64
+	// MaxExec bounds exec checks running at once (each is a process);
+	// default DefaultMaxExec. A due exec check beyond it waits a little.
+	MaxExec int
 	// NewChecker builds the checker of a spec; nil means New. Tests
 	// inject fakes here.
 	NewChecker func(Spec) (Checker, error)
@@ -94,6 +100,7 @@ type Scheduler struct {
 	results chan done
 	changes chan Change
 	running atomic.Bool
+	execs   int // exec checks running (run loop only)
 
 	// Engine mode: how Set and goroutine checks wake the run loop.
 	wakeFn func() // guarded by mu
@@ -138,6 +145,9 @@ func NewScheduler(opts Options) *Scheduler {
 	}
 	if opts.MaxConcurrent <= 0 {
 		opts.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if opts.MaxExec <= 0 {
+		opts.MaxExec = DefaultMaxExec
 	}
 	if opts.NewChecker == nil {
 		opts.NewChecker = New
@@ -279,7 +289,7 @@ func (s *Scheduler) runChannels(ctx context.Context) error {
 		now := s.clock.Now()
 		for inflight < max && len(due) > 0 && !due[0].due.After(now) {
 			c := due.pop()
-			if c.removed.Load() {
+			if c.removed.Load() || s.deferExec(c, now, &due) {
 				continue
 			}
 			inflight++
@@ -359,9 +369,27 @@ func (s *Scheduler) admit(due *checkHeap, pending *[]Change) {
 	}
 }
 
+// deferExec counts a due exec check in, or, when MaxExec are running,
+// puts it back a little later and reports true.
+func (s *Scheduler) deferExec(c *check, now time.Time, due *checkHeap) bool {
+	if c.spec.Kind != KindExec {
+		return false
+	}
+	if s.execs >= s.opts.MaxExec {
+		c.due = now.Add(10 * time.Millisecond)
+		due.push(c)
+		return true
+	}
+	s.execs++
+	return false
+}
+
 // complete records a result and schedules the next check.
 func (s *Scheduler) complete(d done, due *checkHeap, pending *[]Change) {
 	c := d.c
+	if c.spec.Kind == KindExec {
+		s.execs--
+	}
 	if c.removed.Load() {
 		return
 	}

@@ -746,3 +746,37 @@ func TestIsLocal(t *testing.T) {
 		t.Fatal("isLocal misjudges")
 	}
 }
+
+func TestMaxExec(t *testing.T) {
+	var cur, peak atomic.Int32
+	var ran atomic.Int32
+	s := NewScheduler(Options{MaxExec: 2, Observe: func(Observation) { ran.Add(1) }, Logger: slog.New(slog.DiscardHandler),
+		NewChecker: func(Spec) (Checker, error) { return blocker{&cur, &peak, 20 * time.Millisecond}, nil }})
+	var specs []Spec
+	for i := 1; i <= 6; i++ {
+		specs = append(specs, Spec{Kind: KindExec, Target: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 99, 0, byte(i)}), 80),
+			Interval: 10 * time.Millisecond, Exec: &ExecSpec{Command: []string{"true"}}})
+	}
+	if err := s.Set(specs); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	go func() {
+		for range s.Changes() {
+		}
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for ran.Load() < 20 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if ran.Load() < 20 {
+		t.Fatalf("only %d exec checks ran", ran.Load())
+	}
+	if p := peak.Load(); p > 2 {
+		t.Fatalf("%d exec checks at once, limit 2", p)
+	}
+}
