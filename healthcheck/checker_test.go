@@ -393,7 +393,7 @@ func TestHTTPSCheck(t *testing.T) {
 		return nil, nil
 	}}
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // failed handshakes are the point
-	srv.StartTLS()                                  // self-signed for example.com and 127.0.0.1
+	srv.StartTLS()                                   // self-signed for example.com and 127.0.0.1
 	defer srv.Close()
 	a := addrOf(t, srv.Listener.Addr())
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
