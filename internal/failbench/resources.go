@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -55,7 +56,7 @@ func measureUsage(ctx context.Context, cfg Config, impl Impl, advert time.Durati
 		peak[ro.name] = start[ro.name].rssKB
 	}
 	end := time.Now().Add(cfg.ResourceWindow)
-	for time.Now().Before(end) {
+	for time.Now().Before(end) && r.exitedDaemons() == "" {
 		step := time.Until(end)
 		if step > time.Second {
 			step = time.Second
@@ -79,7 +80,7 @@ func measureUsage(ctx context.Context, cfg Config, impl Impl, advert time.Durati
 		u.RSSKB = peak[ro.name]
 		u.Procs = len(pids[ro.name])
 		if d := r.daemon[ro.name]; d.exited() {
-			u.Err = fmt.Sprintf("daemon exited during the window: %v", d.err)
+			u.Err = fmt.Sprintf("daemon exited during the window (%v); figures cover %v", d.err, u.Window.Round(time.Second))
 		} else if ro.role == "master" && !r.hasVIP(ro.name) {
 			u.Err = "was not master at the end of the window"
 		}
@@ -103,6 +104,17 @@ type Stability struct {
 	MasterAdverts int
 	MaxAdvertGap  time.Duration // longest silence between master adverts
 	Err           string        `json:",omitempty"`
+}
+
+// exitedDaemons names the daemons that have exited, or returns "".
+func (r *rig) exitedDaemons() string {
+	var gone []string
+	for _, d := range r.site.Directors {
+		if p := r.daemon[d.Name]; p != nil && p.exited() {
+			gone = append(gone, fmt.Sprintf("%s on %s (%v)", r.impl.Name(), d.Name, p.err))
+		}
+	}
+	return strings.Join(gone, ", ")
 }
 
 func measureStability(ctx context.Context, cfg Config, impl Impl) Stability {
@@ -135,11 +147,24 @@ func measureStability(ctx context.Context, cfg Config, impl Impl) Stability {
 		spin = append(spin, c)
 	}
 	t0 := time.Now().UnixNano()
-	if err := sleep(ctx, cfg.Stability); err != nil {
-		s.Err = err.Error()
-		return s
+	// Counted only while both daemons live: a daemon that something else
+	// on the machine stopped ends the window early, and the report says so.
+	end := time.Now().Add(cfg.Stability)
+	for time.Now().Before(end) {
+		if err := sleep(ctx, min(time.Second, time.Until(end))); err != nil {
+			s.Err = err.Error()
+			return s
+		}
+		if gone := r.exitedDaemons(); gone != "" {
+			s.Err = fmt.Sprintf("%s exited after %v; counted until then", gone, time.Since(time.Unix(0, t0)).Round(time.Second))
+			break
+		}
 	}
 	t1 := time.Now().UnixNano()
+	s.Duration = time.Duration(t1 - t0).Round(time.Second)
+	if s.Err == "" {
+		s.Duration = cfg.Stability
+	}
 	masterAddr, backupAddr := r.addrOf("vs1"), r.addrOf("vs2")
 	var episodes []int64
 	mark := func(t int64) {
@@ -184,8 +209,5 @@ func measureStability(ctx context.Context, cfg Config, impl Impl) Stability {
 			mark(t)
 		}
 	})
-	if d := r.daemon["vs1"]; d.exited() {
-		s.Err = fmt.Sprintf("master daemon exited: %v", d.err)
-	}
 	return s
 }
