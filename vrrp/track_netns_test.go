@@ -35,23 +35,23 @@ func TestNetnsTrackInterface(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	waitOneMaster(t, a, 3*time.Second, a, b)
+	waitOneMaster(t, a, margin, a, b)
 
 	start := time.Now()
 	h1.MustRun(t, "ip", "link", "set", "eth1", "down")
-	waitState(t, a, Fault, 2*time.Second)
-	waitState(t, b, Master, 2*time.Second)
+	waitState(t, a, Fault, margin)
+	waitState(t, b, Master, margin)
 	t.Logf("backup master %v after the tracked interface went down", time.Since(start))
 	if f := a.in.Status().Faults; len(f) != 1 || f[0] != "interface eth1 down" {
 		t.Fatalf("faults %v", f)
 	}
 
 	h1.MustRun(t, "ip", "link", "set", "eth1", "up")
-	waitOneMaster(t, a, 3*time.Second, a, b)
+	waitOneMaster(t, a, margin, a, b)
 
 	// A deleted tracked interface counts as down.
 	h1.MustRun(t, "ip", "link", "del", "eth1")
-	waitState(t, a, Fault, 2*time.Second)
+	waitState(t, a, Fault, margin)
 }
 
 // TestNetnsSyncGroup: a NAT site's external and gateway instances form a
@@ -92,20 +92,20 @@ func TestNetnsSyncGroup(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	waitOneMaster(t, e1, 3*time.Second, e1, e2)
-	waitOneMaster(t, g1, 3*time.Second, g1, g2)
+	waitOneMaster(t, e1, margin, e1, e2)
+	waitOneMaster(t, g1, margin, g1, g2)
 
 	start := time.Now()
 	h1.MustRun(t, "ip", "link", "set", "eth1", "down")
-	waitState(t, g1, Fault, 2*time.Second)
-	waitState(t, e2, Master, 2*time.Second)
-	waitState(t, g2, Master, 2*time.Second)
+	waitState(t, g1, Fault, margin)
+	waitState(t, e2, Master, margin)
+	waitState(t, g2, Master, margin)
 	t.Logf("both instances on vs2 %v after vs1's eth1 went down", time.Since(start))
 	if s := e1.state(); s != Fault {
 		t.Fatalf("ext on vs1 is %v", s)
 	}
 
 	h1.MustRun(t, "ip", "link", "set", "eth1", "up")
-	waitOneMaster(t, e1, 3*time.Second, e1, e2)
-	waitOneMaster(t, g1, 3*time.Second, g1, g2)
+	waitOneMaster(t, e1, margin, e1, e2)
+	waitOneMaster(t, g1, margin, g1, g2)
 }
