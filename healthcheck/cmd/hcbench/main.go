@@ -147,12 +147,27 @@ func serve(args []string) error {
 	}
 }
 
-// histogram of lateness in 10 µs buckets up to 1 s.
+// histogram of durations: 10 µs buckets up to 100 ms, then 1 ms buckets
+// up to 10 s.
 type histogram struct {
-	b     [100_001]int64
+	b     [20_001]int64
 	n     int64
 	max   time.Duration
 	early int64
+}
+
+func bucket(d time.Duration) int {
+	if d < 100*time.Millisecond {
+		return int(d / (10 * time.Microsecond))
+	}
+	return min(10_000+int((d-100*time.Millisecond)/time.Millisecond), 20_000)
+}
+
+func bucketTop(i int) time.Duration {
+	if i < 10_000 {
+		return time.Duration(i+1) * 10 * time.Microsecond
+	}
+	return 100*time.Millisecond + time.Duration(i-10_000+1)*time.Millisecond
 }
 
 func (h *histogram) add(d time.Duration) {
@@ -160,11 +175,7 @@ func (h *histogram) add(d time.Duration) {
 		h.early++
 		d = 0
 	}
-	i := int(d / (10 * time.Microsecond))
-	if i >= len(h.b) {
-		i = len(h.b) - 1
-	}
-	h.b[i]++
+	h.b[bucket(d)]++
 	h.n++
 	if d > h.max {
 		h.max = d
@@ -177,7 +188,7 @@ func (h *histogram) quantile(q float64) time.Duration {
 	for i, c := range h.b {
 		sum += c
 		if sum > want {
-			return time.Duration(i+1) * 10 * time.Microsecond
+			return min(bucketTop(i), h.max)
 		}
 	}
 	return h.max
