@@ -66,6 +66,7 @@ type Daemon struct {
 	instances  map[string]*instance
 	plan       checkPlan
 	running    map[string]healthcheck.Spec // specIdentity -> the spec running
+	wasUp      map[ipvs.ServerRef]bool     // has been up since start (slow start applies to recoveries only)
 	health     ipvs.Health
 	vss        []ipvs.VirtualServer
 	quorum     ipvs.QuorumState
@@ -102,6 +103,7 @@ func New(opts Options) (*Daemon, error) {
 		opts: opts, log: opts.Logger.With("node", me.Name), site: site, me: me,
 		socket: opts.Socket, warnings: map[string]string{}, instances: map[string]*instance{},
 		health: ipvs.Health{}, quorum: ipvs.QuorumState{}, kick: make(chan struct{}, 1),
+		wasUp: map[ipvs.ServerRef]bool{},
 	}
 	if d.socket == "" {
 		d.socket = site.Settings.ControlSocket
@@ -349,19 +351,24 @@ func (d *Daemon) applyCheckPlan(p checkPlan) {
 		plan.specs = append(plan.specs, s)
 		plan.refs[s.Key()] = refs
 	}
+	// A zero Since means "up since before we started": like HAProxy,
+	// slow start never applies at process start, only to a recovery.
 	health := ipvs.Health{}
-	now := time.Now()
 	for _, refs := range plan.refs {
 		for _, r := range refs {
 			if h, ok := d.health[r]; ok {
 				health[r] = h
 			} else {
-				health[r] = ipvs.ServerHealth{Up: p.initUp[r], Since: now}
+				health[r] = ipvs.ServerHealth{Up: p.initUp[r]}
 			}
 		}
 	}
 	for _, r := range p.always {
-		health[r] = ipvs.ServerHealth{Up: true, Since: now}
+		if h, ok := d.health[r]; ok {
+			health[r] = h
+		} else {
+			health[r] = ipvs.ServerHealth{Up: true}
+		}
 	}
 	d.plan, d.health, d.running = plan, health, running
 	d.mu.Unlock()
@@ -388,8 +395,11 @@ func (d *Daemon) followChecks(ctx context.Context) {
 			d.mu.Lock()
 			for _, r := range d.plan.refs[c.Key] {
 				h := d.health[r]
-				if c.Up && !h.Up {
-					h.Since = c.At
+				if c.Up && !h.Up && d.wasUp[r] {
+					h.Since = c.At // a recovery: slow start applies
+				}
+				if c.Up {
+					d.wasUp[r] = true
 				}
 				h.Up = c.Up
 				h.Weight, h.WeightSet = c.Weight, c.Weight != healthcheck.NoWeight
