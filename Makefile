@@ -24,5 +24,15 @@ check: build
 vet:
 	$(GO) vet ./...
 
+# Benchmarks: each prints its figures (see the README's developer section).
+bench-failover:
+	scripts/bench-failover.sh
+
+bench-healthcheck:
+	scripts/bench-healthcheck.sh
+
+bench-ipvs:
+	scripts/bench-ipvs.sh
+
 clean:
 	rm -rf bin

@@ -21,9 +21,9 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# keepalived's package starts a service on install; the tests run their own.
-if have systemctl; then systemctl stop keepalived haproxy >/dev/null 2>&1 || true; fi
-pkill -x keepalived >/dev/null 2>&1 || true
-pkill -x haproxy >/dev/null 2>&1 || true
+# keepalived's and haproxy's packages start services on install; the tests
+# and benchmarks run their own instances in namespaces, so only the
+# packaged services are stopped (never other keepalived processes).
+if [ ${#need[@]} -gt 0 ] && have systemctl; then systemctl stop keepalived haproxy >/dev/null 2>&1 || true; fi
 # The guest kernel for the vm tier (cached outside the repository).
 if [ -x scripts/vm-kernel.sh ]; then scripts/vm-kernel.sh >/dev/null; fi
