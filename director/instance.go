@@ -203,7 +203,7 @@ func (d *Daemon) apply(in *instance, ev vrrp.Event, log interface {
 		d.publish()
 	case vrrp.Reannounce:
 		if in.claim.Reannounce() {
-			log.Info("re-announcing VIPs: a lower-priority master was heard", "other", ev.MasterAddr.String())
+			log.Info("re-announcing VIPs: a lower-priority master was heard", "other", ev.Peer.String())
 		}
 	}
 }

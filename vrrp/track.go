@@ -65,9 +65,9 @@ func WatchInterfaces(ctx context.Context, ns netns.NsHandle, tracks []InterfaceT
 	var hd *netlink.Handle
 	var err error
 	if ns.IsOpen() {
-		hd, err = netlink.NewHandleAt(ns)
+		hd, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	} else {
-		hd, err = netlink.NewHandle()
+		hd, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	}
 	if err != nil {
 		return fmt.Errorf("track interfaces: netlink handle: %w", err)
