@@ -80,6 +80,7 @@ type Daemon struct {
 	kernel  *ipvs.Kernel // the backend when it is the kernel (sync daemon)
 	rec     *ipvs.Reconciler
 	kick    chan struct{} // asks the reconcile loop for a pass
+	pubKick chan struct{} // asks the publisher to push our view
 
 	ch    *cluster.Channel
 	demux *vrrp.GossipDemux
@@ -102,7 +103,7 @@ func New(opts Options) (*Daemon, error) {
 	d := &Daemon{
 		opts: opts, log: opts.Logger.With("node", me.Name), site: site, me: me,
 		socket: opts.Socket, warnings: map[string]string{}, instances: map[string]*instance{},
-		health: ipvs.Health{}, quorum: ipvs.QuorumState{}, kick: make(chan struct{}, 1),
+		health: ipvs.Health{}, quorum: ipvs.QuorumState{}, kick: make(chan struct{}, 1), pubKick: make(chan struct{}, 1),
 		wasUp: map[ipvs.ServerRef]bool{},
 	}
 	if d.socket == "" {
@@ -273,7 +274,8 @@ func (d *Daemon) startCluster(ctx context.Context) error {
 	}
 	d.ch = ch
 	d.demux = vrrp.NewGossipDemux(ch.Messenger("vrrp"))
-	d.publish()
+	d.publishNow()
+	go d.publisher(ctx)
 	if err := ch.Start(ctx); err != nil {
 		return fmt.Errorf("cluster channel: %w", err)
 	}
@@ -297,8 +299,30 @@ func (d *Daemon) clusterEvent(ev cluster.Event) {
 	}
 }
 
-// publish pushes this director's view to the cluster channel.
+// publish asks the publisher to push this director's view to the
+// cluster channel. It never blocks: transitions must not wait on the
+// network (a late Backup transition would let a stale announcement out).
 func (d *Daemon) publish() {
+	select {
+	case d.pubKick <- struct{}{}:
+	default:
+	}
+}
+
+// publisher pushes the view whenever asked, coalescing bursts.
+func (d *Daemon) publisher(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.pubKick:
+			d.publishNow()
+		}
+	}
+}
+
+// publishNow pushes this director's view to the cluster channel.
+func (d *Daemon) publishNow() {
 	if d.ch == nil {
 		return
 	}
