@@ -74,7 +74,7 @@ const (
 	queueLen = 1024
 	// evalEvery is how often the dual-master detector looks at the
 	// claims, so it fires within this much after the threshold.
-	evalEvery = 50 * time.Millisecond
+	evalEvery = 200 * time.Millisecond
 	// pushRetry is the delay before re-sending our state to a peer that
 	// could not be reached.
 	pushRetry = time.Second
