@@ -2,6 +2,7 @@ package director
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"time"
 
@@ -121,7 +122,10 @@ func (d *Daemon) Status() Status {
 		var svc *ipvs.Service
 		if i < len(d.vss) {
 			k := d.vss[i].Key
-			v.Address = k.String()
+			v.Address = cvs.Address.String()
+			if cvs.Fwmark != 0 {
+				v.Address = fmt.Sprintf("fwmark %d", cvs.Fwmark)
+			}
 			if inKernel {
 				svc, v.InKernel = table.Lookup(k)
 			}
