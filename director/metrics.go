@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -108,12 +109,16 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// serveMetrics serves /metrics on addr until ctx ends.
+// serveMetrics serves /metrics (and /debug/pprof/) on addr until ctx ends.
 func serveMetrics(ctx context.Context, addr string, status func() Status) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newStatusCollector(status))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Profiles on the same (operator-chosen) address: seeing into a
+	// daemon's CPU and memory is part of seeing into it.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("metrics listen on %s: %w", addr, err)
