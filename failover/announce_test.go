@@ -105,8 +105,8 @@ func TestAnnounceStopCancelsPending(t *testing.T) {
 	a.Start()
 	clock.Advance(1500 * time.Millisecond) // rounds at 0 and 1 s
 	a.Stop()
-	if clock.pending() != 0 {
-		t.Fatalf("%d timers still pending after Stop", clock.pending())
+	if clock.Pending() != 0 {
+		t.Fatalf("%d timers still pending after Stop", clock.Pending())
 	}
 	clock.Advance(time.Hour)
 	if got := len(rec.snapshot()); got != 2 {

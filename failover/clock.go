@@ -1,20 +1,17 @@
 package failover
 
-import "time"
+import (
+	"time"
+
+	"github.com/vigil-lb/vigil/internal/clock"
+)
 
 // Clock is the time source of the announcer and the status timestamps.
 // Tests inject a fake one to drive timers without sleeping.
-type Clock interface {
-	Now() time.Time
-	// AfterFunc calls f in its own goroutine after d, like time.AfterFunc.
-	AfterFunc(d time.Duration, f func()) Timer
-}
+type Clock = clock.Clock
 
 // Timer is a timer made by a Clock.
-type Timer interface {
-	// Stop prevents the timer from firing; it reports whether it did.
-	Stop() bool
-}
+type Timer = clock.Timer
 
 // SystemClock is the real Clock.
 type SystemClock struct{}

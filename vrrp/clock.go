@@ -1,27 +1,13 @@
 package vrrp
 
-import "time"
+import "github.com/vigil-lb/vigil/internal/clock"
 
 // Clock is the time source of an instance; tests inject a fake one so the
 // state machine is exercised without sleeping.
-type Clock interface {
-	Now() time.Time
-	// AfterFunc calls f in its own goroutine after d (like time.AfterFunc).
-	AfterFunc(d time.Duration, f func()) Timer
-}
+type Clock = clock.Clock
 
 // Timer is a pending AfterFunc call.
-type Timer interface {
-	// Stop prevents the call if it has not started; it reports whether it did.
-	Stop() bool
-}
+type Timer = clock.Timer
 
 // SystemClock is the real clock.
-func SystemClock() Clock { return systemClock{} }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-func (systemClock) AfterFunc(d time.Duration, f func()) Timer {
-	return time.AfterFunc(d, f)
-}
+func SystemClock() Clock { return clock.System() }

@@ -3,116 +3,17 @@ package vrrp
 import (
 	"log/slog"
 	"net/netip"
-	"sort"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 // fakeClock fires timers synchronously from Advance, in time order.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	seq    int
-	timers []*fakeTimer
-}
+type fakeClock = clock.Fake
 
-type fakeTimer struct {
-	c       *fakeClock
-	when    time.Time
-	seq     int
-	f       func()
-	stopped bool
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Unix(1_700_000_000, 0)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.seq++
-	t := &fakeTimer{c: c, when: c.now.Add(d), seq: c.seq, f: f}
-	c.timers = append(c.timers, t)
-	return t
-}
-
-func (t *fakeTimer) Stop() bool {
-	t.c.mu.Lock()
-	defer t.c.mu.Unlock()
-	was := !t.stopped
-	t.stopped = true
-	for i, x := range t.c.timers {
-		if x == t {
-			t.c.timers = append(t.c.timers[:i], t.c.timers[i+1:]...)
-			return was
-		}
-	}
-	return false
-}
-
-// Advance moves time forward by d, firing every timer that falls due, each
-// at its own instant.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	end := c.now.Add(d)
-	c.mu.Unlock()
-	for {
-		c.mu.Lock()
-		sort.Slice(c.timers, func(i, j int) bool {
-			if !c.timers[i].when.Equal(c.timers[j].when) {
-				return c.timers[i].when.Before(c.timers[j].when)
-			}
-			return c.timers[i].seq < c.timers[j].seq
-		})
-		if len(c.timers) == 0 || c.timers[0].when.After(end) {
-			c.now = end
-			c.mu.Unlock()
-			return
-		}
-		t := c.timers[0]
-		c.timers = c.timers[1:]
-		t.stopped = true
-		c.now = t.when
-		c.mu.Unlock()
-		t.f()
-	}
-}
-
-// Stall jumps time forward by d as if the process had been descheduled:
-// every timer due in between fires late, at the end.
-func (c *fakeClock) Stall(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-	for {
-		c.mu.Lock()
-		var due *fakeTimer
-		for i, t := range c.timers {
-			if !t.when.After(c.now) && (due == nil || t.when.Before(due.when)) {
-				due = c.timers[i]
-			}
-		}
-		if due == nil {
-			c.mu.Unlock()
-			return
-		}
-		for i, t := range c.timers {
-			if t == due {
-				c.timers = append(c.timers[:i], c.timers[i+1:]...)
-				break
-			}
-		}
-		due.stopped = true
-		c.mu.Unlock()
-		due.f()
-	}
-}
+func newFakeClock() *fakeClock { return clock.NewFake(time.Unix(1_700_000_000, 0)) }
 
 // bus is an in-memory LAN for fake transports; links can be cut.
 type bus struct {
