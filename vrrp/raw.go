@@ -6,13 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 
+	"github.com/vigil-lb/vigil/internal/nsrun"
 	"github.com/vishvananda/netns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -66,39 +66,16 @@ func NewRawTransport(cfg RawConfig) (*RawTransport, error) {
 		t   *RawTransport
 		err error
 	)
-	if nerr := inNetns(cfg.Netns, func() { t, err = newRawTransport(cfg) }); nerr != nil {
-		return nil, nerr
+	nerr := nsrun.Do(cfg.Netns, func() error { t, err = newRawTransport(cfg); return err })
+	switch {
+	case err != nil:
+		return nil, err
+	case t == nil:
+		return nil, fmt.Errorf("vrrp transport: %w", nerr) // could not enter the namespace
 	}
-	return t, err
-}
-
-// inNetns runs f on a locked OS thread switched into ns.
-func inNetns(ns netns.NsHandle, f func()) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("vrrp transport: current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("vrrp transport: enter netns: %w", err)
-			return
-		}
-		f()
-		if err := netns.Set(orig); err != nil {
-			// Stay locked: the runtime discards this thread on exit.
-			errc <- nil
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- nil
-	}()
-	return <-errc
+	// A failure to switch the thread back after the socket was made does
+	// not affect the transport (that thread is discarded).
+	return t, nil
 }
 
 func newRawTransport(cfg RawConfig) (*RawTransport, error) {

@@ -8,13 +8,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/vigil-lb/vigil/internal/nsrun"
 )
 
 // Lab is a bridge and the hosts plugged into it.
@@ -164,34 +165,7 @@ func (h *Host) Handle() *netlink.Handle {
 
 // Do runs f on an OS thread switched into h's namespace. Sockets that f
 // opens stay in that namespace after Do returns.
-func (h *Host) Do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(h.NS); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", h.Netns, err)
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: Go discards it when this
-			// goroutine exits, so no other goroutine runs in h's netns.
-			errc <- fmt.Errorf("restore netns after %s: %w", h.Netns, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func (h *Host) Do(f func() error) error { return nsrun.Do(h.NS, f) }
 
 // Command returns `ip netns exec <ns> name args...`. A process still running
 // when the test ends is killed.
