@@ -108,6 +108,16 @@ func (d *Daemon) buildInstance(ctx context.Context, cfg *config.Instance) (*inst
 		runDone: make(chan struct{}), workDone: make(chan struct{})}
 	vc := vrrpConfig(cfg, me)
 	vc.Logger = log
+	// Claim and announce before the first advert as master: that advert
+	// makes the old master drop the VIPs at once, and clients must already
+	// be pointed here (the Master event that follows finds them claimed).
+	vc.BeforeMaster = func() {
+		bctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := claim.BecomeMaster(bctx); err != nil {
+			log.Error("claim VIPs before the first advert", "error", err)
+		}
+	}
 	in.basePrio = vc.Priority
 	vi, err := vrrp.NewInstance(vc, tr, vrrp.SystemClock(), func(ev vrrp.Event) { in.events <- ev })
 	if err != nil {

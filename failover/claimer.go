@@ -270,9 +270,14 @@ func (c *Claimer) Transition(ctx context.Context, t Transition) error {
 		}
 	}
 	var err error
-	if t.To == StateMaster {
+	switch {
+	case t.To == StateMaster && c.master:
+		// Claimed already (the election's BeforeMaster hook): make sure
+		// the VIPs are there, without a second announcement series.
+		err = c.vips.claim()
+	case t.To == StateMaster:
 		err = c.becomeMasterLocked(ctx)
-	} else {
+	default:
 		err = c.releaseLocked(ctx)
 	}
 	c.state, c.last, c.lastAt = t.To, t, c.clock.Now()

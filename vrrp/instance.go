@@ -63,9 +63,15 @@ type Config struct {
 	// more rides out lossy links and short stalls at the cost of a slower
 	// failover.
 	DownAdverts int
-	VIPs        []netip.Addr // sent in adverts (keepalived checks them)
-	AuthPass    string       // v2 simple-text password (auth_type PASS), at most 8 bytes
-	Logger      *slog.Logger
+	// BeforeMaster, if set, is called on becoming master before the first
+	// advert leaves. The daemon claims and announces the VIPs here: the
+	// advert makes the old master drop them at once, and clients must
+	// already be sent to us by then, or a preemption loses the requests
+	// of that gap. It must be quick; a panic in it is logged and survived.
+	BeforeMaster func()
+	VIPs         []netip.Addr // sent in adverts (keepalived checks them)
+	AuthPass     string       // v2 simple-text password (auth_type PASS), at most 8 bytes
+	Logger       *slog.Logger
 }
 
 func (c *Config) setDefaults() error {
@@ -476,10 +482,14 @@ func (in *Instance) Status() Status {
 type effects struct {
 	send   []Advert
 	events []Event
+	master bool // became master: BeforeMaster runs before the sends
 }
 
 func (in *Instance) apply(fx effects) error {
 	var errs []error
+	if fx.master && in.cfg.BeforeMaster != nil {
+		in.safely(func(Event) { in.cfg.BeforeMaster() }, Event{})
+	}
 	for _, a := range fx.send {
 		err := in.tr.Send(a)
 		in.mu.Lock()
@@ -679,6 +689,7 @@ func (in *Instance) faultList() []string {
 }
 
 func (in *Instance) becomeMaster(fx *effects, reason string) {
+	fx.master = true
 	fx.send = append(fx.send, in.advert(in.prio))
 	in.armTimer(in.cfg.Interval, in.adverTimer)
 	in.transition(fx, Master, reason)

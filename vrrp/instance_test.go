@@ -669,3 +669,35 @@ func TestReannounceNewEpisode(t *testing.T) {
 		t.Fatalf("%d re-announces for a new episode within 1s, want 1", n)
 	}
 }
+
+// The VIPs must be claimed before the first advert as master leaves: the
+// advert makes the old master drop them at once.
+func TestBeforeMasterRunsBeforeFirstAdvert(t *testing.T) {
+	var sentBefore = -1
+	var tr *fakeTransport
+	cfg := Config{Interval: time.Second, Priority: 100}
+	cfg.BeforeMaster = func() {
+		tr.mu.Lock()
+		sentBefore = len(tr.sent)
+		tr.mu.Unlock()
+	}
+	tr = (*bus)(nil).port(self)
+	r := newRigOn(t, cfg, newFakeClock(), tr)
+	r.want(Backup)
+	r.clk.Advance(4 * time.Second) // master down
+	r.want(Master)
+	if sentBefore != 0 {
+		t.Fatalf("BeforeMaster saw %d adverts already sent, want 0", sentBefore)
+	}
+	tr.mu.Lock()
+	n := len(tr.sent)
+	tr.mu.Unlock()
+	if n == 0 {
+		t.Fatal("no advert after becoming master")
+	}
+	// A panicking hook does not stop the election.
+	cfg.BeforeMaster = func() { panic("boom") }
+	r2 := newRig(t, cfg)
+	r2.clk.Advance(4 * time.Second)
+	r2.want(Master)
+}
