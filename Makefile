@@ -1,5 +1,7 @@
 # vigil: the two commands a newcomer needs are `sudo make demo` and
 # `sudo make test`; the rest is for developers.
+# sudo resets PATH (secure_path), which loses the usual Go install dir.
+export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 BIN := bin/vigil
 
