@@ -26,6 +26,7 @@ type Settings struct {
 	MetricsAddress    string   `toml:"metrics_address"`    // host:port; "" = no metrics endpoint
 	IPVSOnStop        string   `toml:"ipvs_on_stop"`       // "remove" (default) or "keep"
 	ReconcileInterval Duration `toml:"reconcile_interval"` // default 5s
+	Nice              int      `toml:"nice"`               // scheduling niceness of the daemon, -20..19; 0 = unchanged
 }
 
 // Director is one [[director]]: a machine of the site.

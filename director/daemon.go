@@ -177,6 +177,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	site := d.site
 	log := d.log
 	log.Info("starting", "site", site.Settings.Name, "config", d.opts.ConfigPath, "digest", site.Digest()[:12])
+	if n := site.Settings.Nice; n != 0 {
+		if err := setNice(n); err != nil {
+			log.Warn("scheduling priority not changed", "error", err)
+		} else {
+			log.Info("scheduling priority set", "nice", n)
+		}
+	}
 
 	if err := ServeControl(runCtx, d.socket, d, log); err != nil {
 		return err

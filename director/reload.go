@@ -109,6 +109,11 @@ func (d *Daemon) reload() error {
 			add = append(add, *ncfg)
 		}
 	}
+	if site.Settings.Nice != old.Settings.Nice {
+		if err := setNice(site.Settings.Nice); err != nil {
+			d.log.Warn("reload: scheduling priority not changed", "error", err)
+		}
+	}
 	d.mu.Lock()
 	d.site = site
 	d.me = me
