@@ -397,58 +397,7 @@ func (e *engine) done(j *job, r Result) {
 }
 
 // jobHeap orders jobs by deadline.
-type jobHeap []*job
+type jobHeap = timeHeap[*job]
 
-func (h *jobHeap) push(j *job) {
-	*h = append(*h, j)
-	j.hidx = len(*h) - 1
-	h.up(j.hidx)
-}
-
-func (h *jobHeap) remove(i int) {
-	old := *h
-	n := len(old) - 1
-	old[i].hidx = -1
-	if i != n {
-		old[i] = old[n]
-		old[i].hidx = i
-	}
-	old[n] = nil
-	*h = old[:n]
-	if i < n {
-		h.down(i)
-		h.up(i)
-	}
-}
-
-func (h jobHeap) up(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if !h[i].deadline.Before(h[p].deadline) {
-			return
-		}
-		h[i], h[p] = h[p], h[i]
-		h[i].hidx, h[p].hidx = i, p
-		i = p
-	}
-}
-
-func (h jobHeap) down(i int) {
-	n := len(h)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			return
-		}
-		m := l
-		if r := l + 1; r < n && h[r].deadline.Before(h[l].deadline) {
-			m = r
-		}
-		if !h[m].deadline.Before(h[i].deadline) {
-			return
-		}
-		h[i], h[m] = h[m], h[i]
-		h[i].hidx, h[m].hidx = i, m
-		i = m
-	}
-}
+func (j *job) heapKey() time.Time { return j.deadline }
+func (j *job) setHeapIndex(i int) { j.hidx = i }

@@ -462,56 +462,7 @@ func (s *Scheduler) runCheck(ctx context.Context, c *check, scheduled time.Time,
 func (s *Scheduler) sendResult(d done) { s.results <- d }
 
 // checkHeap is a min-heap of checks by due time.
-type checkHeap []*check
+type checkHeap = timeHeap[*check]
 
-func (h *checkHeap) push(c *check) {
-	*h = append(*h, c)
-	c.idx = len(*h) - 1
-	h.up(c.idx)
-}
-
-func (h *checkHeap) pop() *check {
-	old := *h
-	c := old[0]
-	n := len(old) - 1
-	old[0] = old[n]
-	old[0].idx = 0
-	old[n] = nil
-	*h = old[:n]
-	if n > 0 {
-		h.down(0)
-	}
-	return c
-}
-
-func (h checkHeap) up(i int) {
-	for i > 0 {
-		p := (i - 1) / 2
-		if !h[i].due.Before(h[p].due) {
-			return
-		}
-		h[i], h[p] = h[p], h[i]
-		h[i].idx, h[p].idx = i, p
-		i = p
-	}
-}
-
-func (h checkHeap) down(i int) {
-	n := len(h)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			return
-		}
-		m := l
-		if r := l + 1; r < n && h[r].due.Before(h[l].due) {
-			m = r
-		}
-		if !h[m].due.Before(h[i].due) {
-			return
-		}
-		h[i], h[m] = h[m], h[i]
-		h[i].idx, h[m].idx = i, m
-		i = m
-	}
-}
+func (c *check) heapKey() time.Time { return c.due }
+func (c *check) setHeapIndex(i int) { c.idx = i }
