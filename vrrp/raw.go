@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -48,6 +47,8 @@ type RawTransport struct {
 	log     *slog.Logger
 	p4      *ipv4.PacketConn
 	p6      *ipv6.PacketConn
+	sender  *rawSender
+	sendTo  []netip.Addr // destinations of our adverts, never our own address
 	handler atomic.Pointer[func(Packet)]
 	closed  atomic.Bool
 	wg      sync.WaitGroup
@@ -110,6 +111,11 @@ func newRawTransport(cfg RawConfig) (*RawTransport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vrrp transport on %s: %w", cfg.Interface, err)
 	}
+	for _, d := range t.dests() {
+		if d = d.Unmap(); d != t.src {
+			t.sendTo = append(t.sendTo, d)
+		}
+	}
 	t.wg.Add(1)
 	go t.readLoop()
 	return t, nil
@@ -152,6 +158,10 @@ func (t *RawTransport) open4() error {
 		c.Close()
 		return err
 	}
+	if t.sender, err = newRawSender(c, false, t.ifi.Index, t.src); err != nil {
+		c.Close()
+		return err
+	}
 	t.p4 = p
 	return nil
 }
@@ -178,6 +188,10 @@ func (t *RawTransport) open6() error {
 		c.Close()
 		return err
 	}
+	if t.sender, err = newRawSender(c, true, t.ifi.Index, t.src); err != nil {
+		c.Close()
+		return err
+	}
 	t.p6 = p
 	return nil
 }
@@ -198,38 +212,9 @@ func (t *RawTransport) dests() []netip.Addr {
 	return t.cfg.Peers
 }
 
-// Send marshals a for each destination (the v3 checksum covers it) and
-// sends it from the primary address.
-func (t *RawTransport) Send(a Advert) error {
-	var errs []error
-	for _, d := range t.dests() {
-		d = d.Unmap()
-		if d == t.src {
-			continue
-		}
-		b, err := a.Marshal(t.src, d)
-		if err != nil {
-			return err
-		}
-		if t.p6 != nil {
-			cm := &ipv6.ControlMessage{Src: t.src.AsSlice(), IfIndex: t.ifi.Index}
-			dst := &net.IPAddr{IP: d.AsSlice()}
-			if d.IsLinkLocalUnicast() || d.IsLinkLocalMulticast() {
-				// By index: Go resolves zone names in the namespace of
-				// the calling thread, which need not be the socket's.
-				dst.Zone = strconv.Itoa(t.ifi.Index)
-			}
-			_, err = t.p6.WriteTo(b, cm, dst)
-		} else {
-			cm := &ipv4.ControlMessage{Src: t.src.AsSlice(), IfIndex: t.ifi.Index}
-			_, err = t.p4.WriteTo(b, cm, &net.IPAddr{IP: d.AsSlice()})
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("to %s: %w", d, err))
-		}
-	}
-	return errors.Join(errs...)
-}
+// Send sends a to each destination from the primary address (see
+// rawSender for how).
+func (t *RawTransport) Send(a Advert) error { return t.sender.send(a, t.sendTo) }
 
 func (t *RawTransport) readLoop() {
 	defer t.wg.Done()
@@ -298,6 +283,7 @@ func (t *RawTransport) Close() error {
 	if t.closed.Swap(true) {
 		return nil
 	}
+	t.sender.close()
 	var err error
 	if t.p6 != nil {
 		err = t.p6.Close()
