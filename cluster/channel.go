@@ -50,6 +50,8 @@ type Channel struct {
 	inbox  chan inbound
 	events chan Event
 	pushCh chan struct{}
+	// evalCh wakes evalLoop when a dual-master claim starts pending.
+	evalCh chan struct{}
 	done   chan struct{}
 	wg     sync.WaitGroup
 	closed sync.Once
@@ -72,9 +74,9 @@ type inbound struct {
 
 const (
 	queueLen = 1024
-	// evalEvery is how often the dual-master detector looks at the
-	// claims, so it fires within this much after the threshold.
-	evalEvery = 200 * time.Millisecond
+	// evalLate is how long after its threshold a pending dual-master
+	// claim is looked at again (timers fire a little late, never early).
+	evalLate = 5 * time.Millisecond
 	// pushRetry is the delay before re-sending our state to a peer that
 	// could not be reached.
 	pushRetry = time.Second
@@ -104,6 +106,7 @@ func New(cfg Config) (*Channel, error) {
 		inbox:      make(chan inbound, queueLen),
 		events:     make(chan Event, queueLen),
 		pushCh:     make(chan struct{}, 1),
+		evalCh:     make(chan struct{}, 1),
 		done:       make(chan struct{}),
 	}
 	c.cfg.Peers = slices.Clone(cfg.Peers)
@@ -426,20 +429,33 @@ func (c *Channel) safeCall(what string, fn func()) {
 	fn()
 }
 
-// evalLoop re-evaluates dual-master claims as time passes.
+// evalLoop re-evaluates dual-master claims when one of them reaches its
+// threshold. Every state change evaluates at once; this loop only covers
+// the passing of time, and sleeps while no claim is pending (an idle
+// director should not wake up for nothing).
 func (c *Channel) evalLoop() {
 	defer c.wg.Done()
-	tick := time.NewTicker(evalEvery)
-	defer tick.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	for {
 		select {
 		case <-c.done:
 			return
-		case <-tick.C:
+		case <-c.evalCh:
+		case <-timer.C:
 			c.mu.Lock()
 			evs := c.evaluateLocked()
 			c.mu.Unlock()
 			c.emit(evs...)
+		}
+		c.mu.Lock()
+		next, ok := c.dual.nextDeadline()
+		c.mu.Unlock()
+		if ok {
+			timer.Reset(max(0, next.Sub(c.now())) + evalLate)
+		} else {
+			timer.Stop()
 		}
 	}
 }

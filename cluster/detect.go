@@ -79,9 +79,10 @@ type dualMasterDetector struct {
 }
 
 type dualMasterState struct {
-	since   time.Time
-	masters []string
-	raised  bool
+	since     time.Time
+	threshold time.Duration
+	masters   []string
+	raised    bool
 }
 
 // update takes every instance's current claims (local and alive peers).
@@ -110,7 +111,7 @@ func (d *dualMasterDetector) update(now time.Time, claims map[string][]masterCla
 			st = &dualMasterState{since: now}
 			d.instances[inst] = st
 		}
-		st.masters = masters
+		st.masters, st.threshold = masters, threshold
 		if !st.raised && now.Sub(st.since) > threshold {
 			st.raised = true
 			events = append(events, Event{Kind: DualMaster, Time: now, Instance: inst, Masters: slices.Clone(masters)})
@@ -127,6 +128,20 @@ func (d *dualMasterDetector) update(now time.Time, claims map[string][]masterCla
 	}
 	slices.SortFunc(events, func(a, b Event) int { return strings.Compare(a.Instance, b.Instance) })
 	return events
+}
+
+// nextDeadline is the earliest moment a pending claim (two masters, not
+// yet raised) crosses its threshold; ok is false when none is pending.
+func (d *dualMasterDetector) nextDeadline() (next time.Time, ok bool) {
+	for _, st := range d.instances {
+		if st.raised {
+			continue
+		}
+		if t := st.since.Add(st.threshold); !ok || t.Before(next) {
+			next, ok = t, true
+		}
+	}
+	return next, ok
 }
 
 func (d *dualMasterDetector) list() []DualMasterReport {

@@ -139,3 +139,27 @@ func TestMemberlistLogClassification(t *testing.T) {
 		t.Fatalf("suppressed count not reported:\n%s", buf.String())
 	}
 }
+
+// evalLoop sleeps until nextDeadline: it must name the earliest pending
+// claim's threshold and nothing once every claim is raised or gone.
+func TestDualMasterNextDeadline(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	var d dualMasterDetector
+	if _, ok := d.nextDeadline(); ok {
+		t.Fatal("deadline with no claims")
+	}
+	two := []masterClaim{{Node: "vs1"}, {Node: "vs2"}}
+	slow := []masterClaim{{Node: "vs1", Interval: 3 * time.Second}, {Node: "vs2"}}
+	d.update(t0, map[string][]masterClaim{"www": two, "db": slow}, time.Second)
+	if next, ok := d.nextDeadline(); !ok || !next.Equal(t0.Add(time.Second)) {
+		t.Fatalf("next = %v %v, want www's threshold %v", next, ok, t0.Add(time.Second))
+	}
+	d.update(t0.Add(1100*time.Millisecond), map[string][]masterClaim{"www": two, "db": slow}, time.Second) // www raised
+	if next, ok := d.nextDeadline(); !ok || !next.Equal(t0.Add(3*time.Second)) {
+		t.Fatalf("next = %v %v, want db's threshold %v", next, ok, t0.Add(3*time.Second))
+	}
+	d.update(t0.Add(2*time.Second), map[string][]masterClaim{"www": two}, time.Second) // db gone, www raised
+	if next, ok := d.nextDeadline(); ok {
+		t.Fatalf("next = %v with only a raised claim left", next)
+	}
+}

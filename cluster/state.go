@@ -185,7 +185,14 @@ func (c *Channel) evaluateLocked() []Event {
 		digests = append(digests, d)
 	}
 	evs := c.drift.update(now, c.local.State.ConfigDigest, digests)
-	return append(evs, c.dual.update(now, claims, c.cfg.DefaultAdvertInterval)...)
+	evs = append(evs, c.dual.update(now, claims, c.cfg.DefaultAdvertInterval)...)
+	if _, pending := c.dual.nextDeadline(); pending {
+		select {
+		case c.evalCh <- struct{}{}:
+		default:
+		}
+	}
+	return evs
 }
 
 func (c *Channel) requestPush() {
