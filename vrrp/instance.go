@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 // State is an instance's VRRP state.
@@ -408,7 +410,7 @@ func (in *Instance) reprioritize() {
 	var fx effects
 	if in.running && in.state == Master {
 		fx.send = append(fx.send, in.advert(in.prio))
-		in.armTimer(in.cfg.Interval, in.adverTimer)
+		in.armTimer(in.cfg.Interval, in.adverTimer, false)
 	}
 	in.mu.Unlock()
 	in.apply(fx)
@@ -675,7 +677,7 @@ func (in *Instance) startup(fx *effects, reason string) {
 	if rest := in.cfg.StartupDelay - in.clk.Now().Sub(in.startedAt); rest > d {
 		d = rest
 	}
-	in.armTimer(d, in.downTimer)
+	in.armTimer(d, in.downTimer, true)
 	in.transition(fx, Backup, reason)
 }
 
@@ -691,24 +693,30 @@ func (in *Instance) faultList() []string {
 func (in *Instance) becomeMaster(fx *effects, reason string) {
 	fx.master = true
 	fx.send = append(fx.send, in.advert(in.prio))
-	in.armTimer(in.cfg.Interval, in.adverTimer)
+	in.armTimer(in.cfg.Interval, in.adverTimer, false)
 	in.transition(fx, Master, reason)
 }
 
 func (in *Instance) becomeBackup(fx *effects, reason string) {
-	in.armTimer(in.masterDown(), in.downTimer)
+	in.armTimer(in.masterDown(), in.downTimer, true)
 	in.transition(fx, Backup, reason)
 }
 
 // armTimer replaces the pending timer. A callback of a replaced timer that
 // already started finds its generation stale and does nothing.
-func (in *Instance) armTimer(d time.Duration, f func()) {
+func (in *Instance) armTimer(d time.Duration, f func(), precise bool) {
 	in.cancelTimer()
 	in.downReason = "master down timer expired"
 	in.inGrace = false
 	in.timerDue = in.clk.Now().Add(d)
 	gen := in.timerGen
-	in.timer = in.clk.AfterFunc(d, func() {
+	// The down timer's lateness is added to every failover; the advert
+	// timer fires all the time and a millisecond does not matter there.
+	after := in.clk.AfterFunc
+	if precise {
+		after = func(d time.Duration, f func()) Timer { return clock.AfterFuncPrecise(in.clk, d, f) }
+	}
+	in.timer = after(d, func() {
 		in.mu.Lock()
 		if in.timerGen != gen || !in.running {
 			in.mu.Unlock()
@@ -741,7 +749,7 @@ func (in *Instance) downTimer() {
 			in.log.Warn("master down timer fired late; waiting for queued adverts", "late", late, "grace", g)
 			in.c.LateTimers++
 			reason := in.downReason
-			in.armTimer(g, in.downTimer)
+			in.armTimer(g, in.downTimer, true)
 			in.inGrace, in.downReason = true, reason
 			in.mu.Unlock()
 			return
@@ -757,7 +765,7 @@ func (in *Instance) adverTimer() {
 	var fx effects
 	if in.state == Master {
 		fx.send = append(fx.send, in.advert(in.prio))
-		in.armTimer(in.cfg.Interval, in.adverTimer)
+		in.armTimer(in.cfg.Interval, in.adverTimer, false)
 	}
 	in.mu.Unlock()
 	in.apply(fx)
@@ -842,7 +850,7 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 		if a.Priority == 0 {
 			// The master resigned: take over after Skew_Time only.
 			in.masterAddr, in.masterPrio = src, 0
-			in.armTimer(in.skew(), in.downTimer)
+			in.armTimer(in.skew(), in.downTimer, true)
 			in.downReason = fmt.Sprintf("master %s resigned (priority 0)", src)
 			return
 		}
@@ -851,7 +859,7 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 			if in.cfg.Version == 3 {
 				in.masterInterval = a.Interval
 			}
-			in.armTimer(in.masterDown(), in.downTimer)
+			in.armTimer(in.masterDown(), in.downTimer, true)
 		}
 		// Else: a lower-priority master we preempt; ignoring it lets the
 		// down timer expire.
@@ -859,7 +867,7 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 		if a.Priority == 0 {
 			// Another master resigned: make sure the backups hear us now.
 			fx.send = append(fx.send, in.advert(in.prio))
-			in.armTimer(in.cfg.Interval, in.adverTimer)
+			in.armTimer(in.cfg.Interval, in.adverTimer, false)
 			return
 		}
 		if a.Priority > in.prio || (a.Priority == in.prio && src.Compare(in.local) > 0) {
@@ -879,7 +887,7 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 		// A lower-priority master: a split brain is healing. Answer at
 		// once so it steps down, and re-announce our VIPs (rate limited).
 		fx.send = append(fx.send, in.advert(in.prio))
-		in.armTimer(in.cfg.Interval, in.adverTimer)
+		in.armTimer(in.cfg.Interval, in.adverTimer, false)
 		// At most one per second while the same node keeps sending, but
 		// always for a new episode (silence of 3 intervals before: a
 		// partition that healed) so a short split brain is never missed.

@@ -4,6 +4,7 @@
 package clock
 
 import (
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -145,4 +146,29 @@ func (c *Fake) Stall(d time.Duration) {
 		c.mu.Unlock()
 		due.f()
 	}
+}
+
+// spinWindow is how early AfterFuncPrecise arms the runtime timer. Go's
+// netpoller sleeps in whole milliseconds, so a timer fires up to about
+// 1 ms late; what is left after the early wake-up is waited out on the
+// CPU.
+const spinWindow = 1500 * time.Microsecond
+
+// AfterFuncPrecise is AfterFunc for the few timers whose lateness a user
+// sees, such as a backup's Master_Down timer: on the system clock it
+// wakes up to spinWindow early and spins until d has passed, so f runs
+// within microseconds of the deadline instead of up to a millisecond
+// after it. The spin costs at most spinWindow of CPU per firing, so it is
+// not for timers that fire all the time. Other clocks get AfterFunc.
+func AfterFuncPrecise(c Clock, d time.Duration, f func()) Timer {
+	if _, ok := c.(system); !ok {
+		return c.AfterFunc(d, f)
+	}
+	due := time.Now().Add(d)
+	return time.AfterFunc(max(0, d-spinWindow), func() {
+		for time.Until(due) > 0 {
+			runtime.Gosched() // spin, but let other goroutines run
+		}
+		f()
+	})
 }

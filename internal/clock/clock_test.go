@@ -29,3 +29,46 @@ func TestFakeFiresInOrderAndStops(t *testing.T) {
 		t.Fatalf("after the stall: %v", got)
 	}
 }
+
+func TestAfterFuncPreciseNeverEarly(t *testing.T) {
+	for _, d := range []time.Duration{0, 300 * time.Microsecond, 3 * time.Millisecond, 20 * time.Millisecond} {
+		start := time.Now()
+		fired := make(chan time.Duration, 1)
+		AfterFuncPrecise(System(), d, func() { fired <- time.Since(start) })
+		select {
+		case got := <-fired:
+			if got < d {
+				t.Errorf("d=%v: fired after %v, early", d, got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("d=%v: never fired", d)
+		}
+	}
+}
+
+func TestAfterFuncPreciseStop(t *testing.T) {
+	fired := make(chan struct{}, 1)
+	tm := AfterFuncPrecise(System(), 50*time.Millisecond, func() { fired <- struct{}{} })
+	if !tm.Stop() {
+		t.Fatal("Stop before the deadline reported false")
+	}
+	select {
+	case <-fired:
+		t.Fatal("stopped timer fired")
+	case <-time.After(150 * time.Millisecond):
+	}
+}
+
+func TestAfterFuncPreciseFakeClock(t *testing.T) {
+	c := NewFake(time.Unix(0, 0))
+	n := 0
+	AfterFuncPrecise(c, time.Second, func() { n++ })
+	c.Advance(999 * time.Millisecond)
+	if n != 0 {
+		t.Fatal("fired early on the fake clock")
+	}
+	c.Advance(time.Millisecond)
+	if n != 1 {
+		t.Fatalf("fired %d times at the deadline, want 1", n)
+	}
+}
