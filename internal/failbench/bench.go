@@ -312,6 +312,9 @@ func (r *rig) runOnce(ctx context.Context, kind string, tm caseTiming) Run {
 		if err := r.dropVIP(old); err != nil {
 			return fail(err)
 		}
+		if err := r.flushNeighbours(old); err != nil {
+			return fail(err)
+		}
 		if err := r.ports[old].heal(); err != nil {
 			return fail(fmt.Errorf("heal %s: %w", old, err))
 		}

@@ -314,6 +314,36 @@ func (r *rig) dropVIP(name string) error {
 	return err
 }
 
+// flushNeighbours empties name's neighbour table, as a reboot would. A
+// "crashed" director's kernel lives on in its namespace, and entries that
+// failed while its port was cut (the client's, for answers it could not
+// send) would otherwise delay its first answers after it comes back.
+func (r *rig) flushNeighbours(name string) error {
+	var err error
+	gerr := guard(func() error {
+		h := r.hosts[name].Handle()
+		defer h.Close()
+		l, lerr := h.LinkByName("eth0")
+		if lerr != nil {
+			return lerr
+		}
+		ns, lerr := h.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+		if lerr != nil {
+			return lerr
+		}
+		for _, n := range ns {
+			if derr := h.NeighDel(&n); derr != nil && derr != syscall.ENOENT {
+				err = fmt.Errorf("flush neighbour %s on %s: %w", n.IP, name, derr)
+			}
+		}
+		return nil
+	})
+	if gerr != nil {
+		return gerr
+	}
+	return err
+}
+
 // hasVIP reports whether name holds the VIP.
 func (r *rig) hasVIP(name string) bool {
 	found := false
