@@ -3,6 +3,7 @@ package failbench
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -289,8 +290,8 @@ func (r *rig) addrOf(name string) string {
 	return d.Address
 }
 
-// dropVIP removes the VIP from name's eth0, as a reboot would.
-func (r *rig) dropVIP(name string) error {
+// onEth0 runs f with a netlink handle inside name's namespace and its eth0.
+func (r *rig) onEth0(name string, f func(h *netlink.Handle, l netlink.Link) error) error {
 	var err error
 	gerr := guard(func() error {
 		h := r.hosts[name].Handle()
@@ -299,13 +300,7 @@ func (r *rig) dropVIP(name string) error {
 		if lerr != nil {
 			return lerr
 		}
-		a, perr := netlink.ParseAddr(vipAddr)
-		if perr != nil {
-			return perr
-		}
-		if derr := h.AddrDel(l, a); derr != nil && derr != syscall.EADDRNOTAVAIL {
-			err = fmt.Errorf("remove VIP from %s: %w", name, derr)
-		}
+		err = f(h, l)
 		return nil
 	})
 	if gerr != nil {
@@ -314,34 +309,38 @@ func (r *rig) dropVIP(name string) error {
 	return err
 }
 
+// dropVIP removes the VIP from name's eth0, as a reboot would.
+func (r *rig) dropVIP(name string) error {
+	return r.onEth0(name, func(h *netlink.Handle, l netlink.Link) error {
+		a, err := netlink.ParseAddr(vipAddr)
+		if err != nil {
+			return err
+		}
+		if err := h.AddrDel(l, a); err != nil && err != syscall.EADDRNOTAVAIL {
+			return fmt.Errorf("remove VIP from %s: %w", name, err)
+		}
+		return nil
+	})
+}
+
 // flushNeighbours empties name's neighbour table, as a reboot would. A
 // "crashed" director's kernel lives on in its namespace, and entries that
 // failed while its port was cut (the client's, for answers it could not
 // send) would otherwise delay its first answers after it comes back.
 func (r *rig) flushNeighbours(name string) error {
-	var err error
-	gerr := guard(func() error {
-		h := r.hosts[name].Handle()
-		defer h.Close()
-		l, lerr := h.LinkByName("eth0")
-		if lerr != nil {
-			return lerr
+	return r.onEth0(name, func(h *netlink.Handle, l netlink.Link) error {
+		ns, err := h.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
+		if err != nil {
+			return err
 		}
-		ns, lerr := h.NeighList(l.Attrs().Index, netlink.FAMILY_V4)
-		if lerr != nil {
-			return lerr
-		}
+		var errs []error
 		for _, n := range ns {
-			if derr := h.NeighDel(&n); derr != nil && derr != syscall.ENOENT {
-				err = fmt.Errorf("flush neighbour %s on %s: %w", n.IP, name, derr)
+			if err := h.NeighDel(&n); err != nil && err != syscall.ENOENT {
+				errs = append(errs, fmt.Errorf("flush neighbour %s on %s: %w", n.IP, name, err))
 			}
 		}
-		return nil
+		return errors.Join(errs...)
 	})
-	if gerr != nil {
-		return gerr
-	}
-	return err
 }
 
 // hasVIP reports whether name holds the VIP.
