@@ -765,7 +765,16 @@ func (in *Instance) adverTimer() {
 	var fx effects
 	if in.state == Master {
 		fx.send = append(fx.send, in.advert(in.prio))
-		in.armTimer(in.cfg.Interval, in.adverTimer, false)
+		// Keep to the schedule: a timer that fired late must not push every
+		// later advert back too, since the backups count Master_Down from
+		// the last advert they heard (at 10 ms, 0.3 ms late per advert was
+		// a lost millisecond every three). More than an interval late, start
+		// a new schedule rather than send a burst.
+		next := in.cfg.Interval
+		if late := in.clk.Now().Sub(in.timerDue); late > 0 && late < in.cfg.Interval {
+			next -= late
+		}
+		in.armTimer(next, in.adverTimer, false)
 	}
 	in.mu.Unlock()
 	in.apply(fx)

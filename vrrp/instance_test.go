@@ -701,3 +701,34 @@ func TestBeforeMasterRunsBeforeFirstAdvert(t *testing.T) {
 	r2.clk.Advance(4 * time.Second)
 	r2.want(Master)
 }
+
+// TestAdvertsKeepTheirSchedule: an advert timer that fires late does not
+// delay the adverts after it; one more than an interval late starts a new
+// schedule instead of a burst.
+func TestAdvertsKeepTheirSchedule(t *testing.T) {
+	iv := 10 * time.Millisecond
+	r := newRig(t, Config{Priority: 100, Interval: iv})
+	r.clk.Advance(mdi(100, iv))
+	r.want(Master)
+	r.tr.take()
+	sent := func(step string, want int) {
+		t.Helper()
+		if n := len(r.tr.take()); n != want {
+			t.Fatalf("%s: %d adverts, want %d", step, n, want)
+		}
+	}
+	r.clk.Advance(9 * time.Millisecond)
+	sent("before the first is due", 0)
+	r.clk.Stall(4 * time.Millisecond) // due at +10, fires at +13
+	sent("late timer", 1)
+	r.clk.Advance(7*time.Millisecond - time.Microsecond)
+	sent("before +20", 0)
+	r.clk.Advance(time.Microsecond) // +20: back on schedule
+	sent("at +20", 1)
+	r.clk.Stall(25 * time.Millisecond) // due at +30, fires at +45
+	sent("very late timer", 1)
+	r.clk.Advance(iv - time.Microsecond)
+	sent("within an interval of the very late one", 0)
+	r.clk.Advance(time.Microsecond)
+	sent("an interval after it", 1)
+}
