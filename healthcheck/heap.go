@@ -43,15 +43,19 @@ func (h *timeHeap[T]) remove(i int) T {
 
 func (h *timeHeap[T]) pop() T { return h.remove(0) }
 
+func (h timeHeap[T]) swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].setHeapIndex(i)
+	h[j].setHeapIndex(j)
+}
+
 func (h timeHeap[T]) up(i int) {
 	for i > 0 {
 		p := (i - 1) / 2
 		if !h[i].heapKey().Before(h[p].heapKey()) {
 			return
 		}
-		h[i], h[p] = h[p], h[i]
-		h[i].setHeapIndex(i)
-		h[p].setHeapIndex(p)
+		h.swap(i, p)
 		i = p
 	}
 }
@@ -70,9 +74,7 @@ func (h timeHeap[T]) down(i int) {
 		if !h[m].heapKey().Before(h[i].heapKey()) {
 			return
 		}
-		h[i], h[m] = h[m], h[i]
-		h[i].setHeapIndex(i)
-		h[m].setHeapIndex(m)
+		h.swap(i, m)
 		i = m
 	}
 }

@@ -601,19 +601,7 @@ func TestMaxConcurrent(t *testing.T) {
 		specs = append(specs, Spec{Kind: KindTCP, Target: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 99, 0, byte(i)}), 80), Interval: 10 * time.Millisecond})
 	}
 	s.Set(specs)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- s.Run(ctx) }()
-	go func() {
-		for range s.Changes() {
-		}
-	}()
-	deadline := time.Now().Add(60 * time.Second)
-	for ran.Load() < 30 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	cancel()
-	<-done
+	runUntil(s, &ran, 30)
 	if ran.Load() < 30 {
 		t.Fatalf("only %d checks ran", ran.Load())
 	}
@@ -760,6 +748,18 @@ func TestMaxExec(t *testing.T) {
 	if err := s.Set(specs); err != nil {
 		t.Fatal(err)
 	}
+	runUntil(s, &ran, 20)
+	if ran.Load() < 20 {
+		t.Fatalf("only %d exec checks ran", ran.Load())
+	}
+	if p := peak.Load(); p > 2 {
+		t.Fatalf("%d exec checks at once, limit 2", p)
+	}
+}
+
+// runUntil runs s until ran reaches n (or a generous minute passes) and
+// stops it; the caller checks what ran.
+func runUntil(s *Scheduler, ran *atomic.Int32, n int32) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- s.Run(ctx) }()
@@ -768,15 +768,9 @@ func TestMaxExec(t *testing.T) {
 		}
 	}()
 	deadline := time.Now().Add(60 * time.Second)
-	for ran.Load() < 20 && time.Now().Before(deadline) {
+	for ran.Load() < n && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	cancel()
 	<-done
-	if ran.Load() < 20 {
-		t.Fatalf("only %d exec checks ran", ran.Load())
-	}
-	if p := peak.Load(); p > 2 {
-		t.Fatalf("%d exec checks at once, limit 2", p)
-	}
 }

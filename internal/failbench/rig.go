@@ -346,13 +346,7 @@ func (r *rig) flushNeighbours(name string) error {
 // hasVIP reports whether name holds the VIP.
 func (r *rig) hasVIP(name string) bool {
 	found := false
-	_ = guard(func() error {
-		h := r.hosts[name].Handle()
-		defer h.Close()
-		l, err := h.LinkByName("eth0")
-		if err != nil {
-			return err
-		}
+	_ = r.onEth0(name, func(h *netlink.Handle, l netlink.Link) error {
 		addrs, err := h.AddrList(l, netlink.FAMILY_V4)
 		if err != nil {
 			return err
