@@ -158,7 +158,7 @@ func (t *RawTransport) open4() error {
 		c.Close()
 		return err
 	}
-	if t.sender, err = newRawSender(c, false, t.ifi.Index, t.src); err != nil {
+	if t.sender, err = newRawSender(false, t.ifi.Index, t.src); err != nil {
 		c.Close()
 		return err
 	}
@@ -188,7 +188,7 @@ func (t *RawTransport) open6() error {
 		c.Close()
 		return err
 	}
-	if t.sender, err = newRawSender(c, true, t.ifi.Index, t.src); err != nil {
+	if t.sender, err = newRawSender(true, t.ifi.Index, t.src); err != nil {
 		c.Close()
 		return err
 	}

@@ -16,14 +16,19 @@ import (
 )
 
 // rawSender sends adverts with one sendmsg(2) each, made with RawSyscall on
-// the transport's socket, from packets marshalled once per advert content.
+// a send-only socket of its own, from packets marshalled once per advert
+// content.
 //
 // Why: a master sends 10 to 100 adverts a second for as long as it runs.
 // Through the net package each one allocates its control message and
 // address, and each syscall.Syscall wakes the runtime's sysmon thread
 // from its deep sleep (entersyscall), which then polls for a while; that
-// doubled what an idle master cost. sendmsg on this non-blocking raw
-// socket never sleeps, so the raw form is safe.
+// doubled what an idle master cost. sendmsg on a non-blocking raw socket
+// never sleeps, so the raw form is safe. The socket is not the reader's:
+// the runtime's netpoller watches that one edge-triggered for writing as
+// well, and every send made it writable again, so each advert woke the
+// netpoller a second time for nothing. This one is never in the netpoller,
+// and a filter drops everything it would receive.
 type rawSender struct {
 	mu     sync.Mutex // held by a send and by close: no send on a closed fd
 	fd     int        // -1 once closed
@@ -42,19 +47,12 @@ type rawSender struct {
 	iov unix.Iovec
 }
 
-func newRawSender(c net.PacketConn, v6 bool, ifindex int, src netip.Addr) (*rawSender, error) {
-	sc, ok := c.(*net.IPConn)
-	if !ok {
-		return nil, fmt.Errorf("vrrp transport: unexpected socket type %T", c)
-	}
-	raw, err := sc.SyscallConn()
+func newRawSender(v6 bool, ifindex int, src netip.Addr) (*rawSender, error) {
+	fd, err := openSendSocket(v6, ifindex)
 	if err != nil {
-		return nil, fmt.Errorf("vrrp transport: socket descriptor: %w", err)
+		return nil, fmt.Errorf("vrrp transport: send socket: %w", err)
 	}
-	s := &rawSender{fd: -1, v6: v6, ifi: ifindex, src: src}
-	if err := raw.Control(func(fd uintptr) { s.fd = int(fd) }); err != nil {
-		return nil, fmt.Errorf("vrrp transport: socket descriptor: %w", err)
-	}
+	s := &rawSender{fd: fd, v6: v6, ifi: ifindex, src: src}
 	if v6 {
 		s.cmsg = (&ipv6.ControlMessage{Src: src.AsSlice(), IfIndex: ifindex}).Marshal()
 	} else {
@@ -135,9 +133,56 @@ func (s *rawSender) send(a Advert, dsts []netip.Addr) error {
 	return errors.Join(errs...)
 }
 
-// close forgets the descriptor; the caller closes the socket after it.
+// close closes the socket; a send after it returns net.ErrClosed.
 func (s *rawSender) close() {
 	s.mu.Lock()
-	s.fd = -1
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	if s.fd >= 0 {
+		unix.Close(s.fd)
+		s.fd = -1
+	}
+}
+
+// openSendSocket opens a non-blocking raw VRRP socket for sending only:
+// TTL / hop limit 255 (RFC 9568 5.1.1.3), no multicast loopback, the
+// interface for multicast, the kernel computing the IPv6 checksum, and a
+// filter that drops every packet the kernel would queue to it.
+func openSendSocket(v6 bool, ifindex int) (fd int, err error) {
+	family := unix.AF_INET
+	if v6 {
+		family = unix.AF_INET6
+	}
+	fd, err = unix.Socket(family, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, IPProto)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	set := func(what string, err error) error {
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	}
+	var steps []error
+	if v6 {
+		steps = append(steps,
+			set("IPV6_CHECKSUM", unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_CHECKSUM, 6)),
+			set("IPV6_UNICAST_HOPS", unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, TTL)),
+			set("IPV6_MULTICAST_HOPS", unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_HOPS, TTL)),
+			set("IPV6_MULTICAST_IF", unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_IF, ifindex)),
+			set("IPV6_MULTICAST_LOOP", unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MULTICAST_LOOP, 0)))
+	} else {
+		steps = append(steps,
+			set("IP_TTL", unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TTL, TTL)),
+			set("IP_MULTICAST_TTL", unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_TTL, TTL)),
+			set("IP_MULTICAST_IF", unix.SetsockoptIPMreqn(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_IF, &unix.IPMreqn{Ifindex: int32(ifindex)})),
+			set("IP_MULTICAST_LOOP", unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_LOOP, 0)))
+	}
+	dropAll := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: 0}}
+	steps = append(steps, set("SO_ATTACH_FILTER", unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+		&unix.SockFprog{Len: uint16(len(dropAll)), Filter: &dropAll[0]})))
+	if err := errors.Join(steps...); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }
