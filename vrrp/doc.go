@@ -67,6 +67,17 @@
 // same adverts over any Messenger (the cluster channel), tagged with VRID
 // and sender so one channel serves many instances.
 //
+// Below one-second intervals a master's periodic adverts are sent by the
+// RawTransport's pacer (internal/pacer), a thread outside the Go runtime
+// that wakes once per advert as keepalived does; a Go timer costs several
+// thread wake-ups per advert. The election still decides everything: it
+// sends the first advert of each schedule itself, hands the marshalled
+// packet over, renews the pacer's lease every second, and stops the pacer
+// before any last advert (priority 0 or the split-brain answer) leaves. A
+// process that stops running stops advertising within the 3 s lease
+// (Counters.LapsedLeases). Without cgo, or with a transport that cannot
+// pace, the advert timer sends.
+//
 // # Tracking
 //
 // Instance.SetFault(reason, on) and Instance.SetWeight(name, delta) are the

@@ -11,9 +11,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vigil-lb/vigil/internal/clock"
+	"github.com/vigil-lb/vigil/internal/pacer"
 )
 
 // State is an instance's VRRP state.
@@ -185,7 +187,10 @@ type Counters struct {
 	// LateTimers counts master down timers that fired late (the process
 	// was not scheduled) and were given a short grace for queued adverts.
 	LateTimers uint64
-	Dropped    map[DropReason]uint64 // invalid packets by reason (non-zero only)
+	// LapsedLeases counts times the advert pacer stopped because this
+	// process did not renew its lease in time (it was not scheduled).
+	LapsedLeases uint64
+	Dropped      map[DropReason]uint64 // invalid packets by reason (non-zero only)
 }
 
 // Status is a snapshot of an instance.
@@ -210,6 +215,10 @@ type Instance struct {
 	log     *slog.Logger
 	onEvent func(Event)
 	local   netip.Addr
+	// pc sends a master's periodic adverts off the Go scheduler, when the
+	// transport can (RawTransport with cgo) and the interval is below
+	// paceRenew; nil means the advert timer does it.
+	pc advertPacer
 
 	mu             sync.Mutex
 	state          State
@@ -219,6 +228,8 @@ type Instance struct {
 	masterAddr     netip.Addr
 	masterPrio     uint8
 	timer          Timer
+	paced          bool // pc is sending our adverts
+	pacedErrors    uint64
 	timerGen       uint64
 	timerDue       time.Time // when the pending timer should fire
 	inGrace        bool      // the pending down timer is a late-timer grace
@@ -277,8 +288,33 @@ func NewInstance(cfg Config, tr Transport, clk Clock, onEvent func(Event)) (*Ins
 	}
 	in.masterInterval = cfg.Interval
 	in.c.Dropped = nil
+	if pc, ok := tr.(advertPacer); ok && cfg.Interval < paceRenew {
+		in.pc = pc
+	}
 	return in, nil
 }
+
+// advertPacer is a Transport that can send a master's periodic adverts
+// from a thread of its own (see internal/pacer for why).
+type advertPacer interface {
+	// Pace sends a every interval, the first an interval from now, until
+	// Unpace, another Pace, or lease passes without Renew.
+	Pace(a Advert, interval, lease time.Duration) error
+	// Renew extends the lease; false means the pacer is not sending.
+	Renew(lease time.Duration) bool
+	// Unpace stops; when it returns no paced advert will leave.
+	Unpace()
+	PacedStats() pacer.Stats
+}
+
+// The election renews the pacer's lease every paceRenew; a process that
+// does not run for paceLease stops advertising, as a stuck keepalived
+// would, rather than have a thread that knows nothing of the election
+// keep it master.
+const (
+	paceRenew = time.Second
+	paceLease = 3 * time.Second
+)
 
 // Name is the configured instance name.
 func (in *Instance) Name() string { return in.cfg.Name }
@@ -410,7 +446,7 @@ func (in *Instance) reprioritize() {
 	var fx effects
 	if in.running && in.state == Master {
 		fx.send = append(fx.send, in.advert(in.prio))
-		in.armTimer(in.cfg.Interval, in.adverTimer, false)
+		in.scheduleAdverts()
 	}
 	in.mu.Unlock()
 	in.apply(fx)
@@ -463,6 +499,11 @@ func (in *Instance) Status() Status {
 		Name: in.cfg.Name, VRID: in.cfg.VRID, State: in.state, Since: in.since,
 		Priority: in.prio, MasterAddr: in.masterAddr, MasterPriority: in.masterPrio,
 		MasterInterval: in.masterInterval, Counters: in.c,
+	}
+	if in.pc != nil {
+		ps := in.pc.PacedStats()
+		s.Counters.AdvertsSent += ps.Sent
+		s.Counters.SendErrors += ps.Errors
 	}
 	if in.state == Master {
 		s.MasterAddr, s.MasterPriority = in.local, in.prio
@@ -648,6 +689,9 @@ func (in *Instance) transition(fx *effects, to State, reason string) {
 	if from == to {
 		return
 	}
+	if from == Master {
+		in.stopPacing()
+	}
 	in.state = to
 	in.since = in.clk.Now()
 	in.lowerSince = time.Time{}
@@ -693,8 +737,34 @@ func (in *Instance) faultList() []string {
 func (in *Instance) becomeMaster(fx *effects, reason string) {
 	fx.master = true
 	fx.send = append(fx.send, in.advert(in.prio))
-	in.armTimer(in.cfg.Interval, in.adverTimer, false)
+	in.scheduleAdverts()
 	in.transition(fx, Master, reason)
+}
+
+// scheduleAdverts starts the periodic adverts, the first an interval from
+// now (the caller sends one at once): by the pacer when there is one,
+// else by the advert timer.
+func (in *Instance) scheduleAdverts() {
+	if in.pc != nil {
+		err := in.pc.Pace(in.advert(in.prio), in.cfg.Interval, paceLease)
+		if err == nil {
+			in.paced = true
+			in.armTimer(paceRenew, in.renewTimer, false)
+			return
+		}
+		in.log.Warn("advert pacer unavailable; sending adverts from a timer", "err", err)
+		in.pc, in.paced = nil, false
+	}
+	in.armTimer(in.cfg.Interval, in.adverTimer, false)
+}
+
+// stopPacing stops the pacer's adverts before any later send (a
+// priority-0 advert must be the last one a leaving master sends).
+func (in *Instance) stopPacing() {
+	if in.paced {
+		in.pc.Unpace()
+		in.paced = false
+	}
 }
 
 func (in *Instance) becomeBackup(fx *effects, reason string) {
@@ -775,6 +845,30 @@ func (in *Instance) adverTimer() {
 			next -= late
 		}
 		in.armTimer(next, in.adverTimer, false)
+	}
+	in.mu.Unlock()
+	in.apply(fx)
+}
+
+// renewTimer: renew the pacer's lease (called locked; unlocks).
+func (in *Instance) renewTimer() {
+	var fx effects
+	if in.state == Master && in.paced {
+		ps := in.pc.PacedStats()
+		if ps.Errors > in.pacedErrors {
+			in.log.Warn("send advert", "failed", ps.Errors-in.pacedErrors, "err", syscall.Errno(ps.LastErrno))
+			in.pacedErrors = ps.Errors
+		}
+		if in.pc.Renew(paceLease) {
+			in.armTimer(paceRenew, in.renewTimer, false)
+		} else {
+			// The lease ran out: this process was not scheduled for
+			// paceLease. Advertise at once and start again.
+			in.c.LapsedLeases++
+			in.log.Warn("advert pacer lease ran out (the process did not run); advertising again", "lease", paceLease)
+			fx.send = append(fx.send, in.advert(in.prio))
+			in.scheduleAdverts()
+		}
 	}
 	in.mu.Unlock()
 	in.apply(fx)
@@ -876,7 +970,7 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 		if a.Priority == 0 {
 			// Another master resigned: make sure the backups hear us now.
 			fx.send = append(fx.send, in.advert(in.prio))
-			in.armTimer(in.cfg.Interval, in.adverTimer, false)
+			in.scheduleAdverts()
 			return
 		}
 		if a.Priority > in.prio || (a.Priority == in.prio && src.Compare(in.local) > 0) {
@@ -896,7 +990,7 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 		// A lower-priority master: a split brain is healing. Answer at
 		// once so it steps down, and re-announce our VIPs (rate limited).
 		fx.send = append(fx.send, in.advert(in.prio))
-		in.armTimer(in.cfg.Interval, in.adverTimer, false)
+		in.scheduleAdverts()
 		// At most one per second while the same node keeps sending, but
 		// always for a new episode (silence of 3 intervals before: a
 		// partition that healed) so a short split brain is never missed.

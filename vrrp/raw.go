@@ -10,8 +10,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/vigil-lb/vigil/internal/nsrun"
+	"github.com/vigil-lb/vigil/internal/pacer"
 	"github.com/vishvananda/netns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -215,6 +217,34 @@ func (t *RawTransport) dests() []netip.Addr {
 // Send sends a to each destination from the primary address (see
 // rawSender for how).
 func (t *RawTransport) Send(a Advert) error { return t.sender.send(a, t.sendTo) }
+
+// Pace hands a master's periodic adverts to a thread outside the Go
+// runtime (internal/pacer): a is sent every interval, the first an
+// interval from now, until Unpace, a new Pace, or lease without Renew. It
+// returns pacer.ErrUnavailable in a build without cgo.
+func (t *RawTransport) Pace(a Advert, interval, lease time.Duration) error {
+	return t.sender.pace(a, t.sendTo, interval, lease)
+}
+
+// Renew extends the pacing lease; false means the pacer is not sending.
+func (t *RawTransport) Renew(lease time.Duration) bool {
+	return t.sender.pacer != nil && t.sender.pacer.Renew(lease)
+}
+
+// Unpace stops the paced adverts; when it returns none will leave.
+func (t *RawTransport) Unpace() {
+	if t.sender.pacer != nil {
+		t.sender.pacer.Stop()
+	}
+}
+
+// PacedStats counts the adverts the pacer sent and failed to send.
+func (t *RawTransport) PacedStats() pacer.Stats {
+	if t.sender.pacer == nil {
+		return pacer.Stats{}
+	}
+	return t.sender.pacer.Stats()
+}
 
 func (t *RawTransport) readLoop() {
 	defer t.wg.Done()

@@ -8,8 +8,10 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"time"
 	"unsafe"
 
+	"github.com/vigil-lb/vigil/internal/pacer"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
@@ -45,6 +47,9 @@ type rawSender struct {
 	// move: a uintptr to a stack value could go stale if the stack grew.
 	msg unix.Msghdr
 	iov unix.Iovec
+	// pacer sends a master's periodic adverts from a thread of its own
+	// (nil without cgo); it uses fd, so it is closed first.
+	pacer *pacer.Pacer
 }
 
 func newRawSender(v6 bool, ifindex int, src netip.Addr) (*rawSender, error) {
@@ -53,6 +58,12 @@ func newRawSender(v6 bool, ifindex int, src netip.Addr) (*rawSender, error) {
 		return nil, fmt.Errorf("vrrp transport: send socket: %w", err)
 	}
 	s := &rawSender{fd: fd, v6: v6, ifi: ifindex, src: src}
+	if pacer.Available() {
+		if s.pacer, err = pacer.New(fd); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("vrrp transport: %w", err)
+		}
+	}
 	if v6 {
 		s.cmsg = (&ipv6.ControlMessage{Src: src.AsSlice(), IfIndex: ifindex}).Marshal()
 	} else {
@@ -133,10 +144,42 @@ func (s *rawSender) send(a Advert, dsts []netip.Addr) error {
 	return errors.Join(errs...)
 }
 
-// close closes the socket; a send after it returns net.ErrClosed.
+// pace hands a to the pacer: sent to every destination each interval,
+// the first one an interval from now, until unpace or until lease
+// passes without a renewal.
+func (s *rawSender) pace(a Advert, dsts []netip.Addr, interval, lease time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.fd < 0:
+		return net.ErrClosed
+	case s.pacer == nil:
+		return pacer.ErrUnavailable
+	}
+	if err := s.prepare(a, dsts); err != nil {
+		return err
+	}
+	sch := pacer.Schedule{Control: s.cmsg, Interval: interval, First: interval, Lease: lease}
+	for i := range s.pkts {
+		var name []byte
+		if s.v6 {
+			name = unsafe.Slice((*byte)(unsafe.Pointer(&s.names[i])), unix.SizeofSockaddrInet6)
+		} else {
+			name = unsafe.Slice((*byte)(unsafe.Pointer(&s.names4[i])), unix.SizeofSockaddrInet4)
+		}
+		sch.Datagrams = append(sch.Datagrams, pacer.Datagram{Name: name, Payload: s.pkts[i]})
+	}
+	return s.pacer.Start(sch)
+}
+
+// close stops the pacer and closes the socket; a send after it returns
+// net.ErrClosed.
 func (s *rawSender) close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.pacer != nil {
+		s.pacer.Close()
+	}
 	if s.fd >= 0 {
 		unix.Close(s.fd)
 		s.fd = -1

@@ -172,7 +172,9 @@ func (h *Host) Do(f func() error) error { return nsrun.Do(h.NS, f) }
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.Netns, name}, args...)...)
 	h.lab.t.Cleanup(func() {
-		if cmd.Process != nil && cmd.ProcessState == nil {
+		// Not cmd.ProcessState: a caller's goroutine may be in cmd.Wait.
+		// Killing or reaping a process that already ended only errs.
+		if cmd.Process != nil {
 			_ = cmd.Process.Kill()
 			_, _ = cmd.Process.Wait()
 		}

@@ -1,0 +1,223 @@
+package pacer
+
+import (
+	"bytes"
+	"net"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// loopback returns a UDP listener on 127.0.0.1, an unconnected sending
+// socket and the listener's address as a raw sockaddr.
+func loopback(t *testing.T) (*net.UDPConn, int, []byte) {
+	t.Helper()
+	ln, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	ap := ln.LocalAddr().(*net.UDPAddr).AddrPort()
+	sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: ap.Addr().As4()}
+	sa.Port = ap.Port()<<8 | ap.Port()>>8 // network byte order
+	return ln, fd, unsafe.Slice((*byte)(unsafe.Pointer(&sa)), unix.SizeofSockaddrInet4)
+}
+
+func newPacer(t *testing.T, fd int) *Pacer {
+	t.Helper()
+	if !Available() {
+		t.Skip("pacer: this build has no cgo (CGO_ENABLED=0); callers use their timers")
+	}
+	p, err := New(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// recv reads one datagram or returns nil after wait.
+func recv(t *testing.T, c *net.UDPConn, wait time.Duration) []byte {
+	t.Helper()
+	buf := make([]byte, 2048)
+	c.SetReadDeadline(time.Now().Add(wait))
+	n, err := c.Read(buf)
+	if err != nil {
+		return nil
+	}
+	return buf[:n]
+}
+
+// drain reads until nothing arrives for quiet, returning how many came.
+func drain(t *testing.T, c *net.UDPConn, quiet time.Duration) int {
+	n := 0
+	for recv(t, c, quiet) != nil {
+		n++
+	}
+	return n
+}
+
+func TestPacerSendsOnSchedule(t *testing.T) {
+	ln, fd, name := loopback(t)
+	p := newPacer(t, fd)
+	payload := []byte("advert one")
+	if err := p.Start(Schedule{Datagrams: []Datagram{{Name: name, Payload: payload}}, Interval: 10 * time.Millisecond, Lease: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for i := 0; i < 20; i++ {
+		got := recv(t, ln, 5*time.Second)
+		if !bytes.Equal(got, payload) {
+			t.Fatalf("datagram %d = %q, want %q", i, got, payload)
+		}
+	}
+	// 20 sends at 10 ms take 190 ms; generous bounds for a shared machine.
+	if el := time.Since(start); el < 150*time.Millisecond || el > 5*time.Second {
+		t.Fatalf("20 datagrams at 10 ms took %v", el)
+	}
+	// New content replaces the old at once.
+	if err := p.Start(Schedule{Datagrams: []Datagram{{Name: name, Payload: []byte("advert two")}}, Interval: 10 * time.Millisecond, Lease: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		got := recv(t, ln, 5*time.Second)
+		if string(got) == "advert two" {
+			break
+		}
+		if string(got) != "advert one" || i > 3 {
+			t.Fatalf("after restart got %q", got)
+		}
+	}
+	if s := p.Stats(); s.Sent < 21 || s.Errors != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// Once Stop returns, nothing more leaves; Start resumes.
+func TestPacerStop(t *testing.T) {
+	ln, fd, name := loopback(t)
+	p := newPacer(t, fd)
+	s := Schedule{Datagrams: []Datagram{{Name: name, Payload: []byte("x")}}, Interval: 5 * time.Millisecond, Lease: time.Minute}
+	if err := p.Start(s); err != nil {
+		t.Fatal(err)
+	}
+	if recv(t, ln, 5*time.Second) == nil {
+		t.Fatal("nothing sent")
+	}
+	p.Stop()
+	sent := p.Stats().Sent
+	drain(t, ln, 50*time.Millisecond) // what left before Stop returned
+	time.Sleep(100 * time.Millisecond)
+	if got := p.Stats().Sent; got != sent {
+		t.Fatalf("sent %d after Stop returned", got-sent)
+	}
+	if n := drain(t, ln, 50*time.Millisecond); n != 0 {
+		t.Fatalf("%d datagrams arrived after Stop", n)
+	}
+	if p.Renew(time.Minute) {
+		t.Fatal("Renew of a stopped pacer reported it sending")
+	}
+	s.First = 0
+	if err := p.Start(s); err != nil {
+		t.Fatal(err)
+	}
+	if recv(t, ln, 5*time.Second) == nil {
+		t.Fatal("nothing sent after a new Start")
+	}
+}
+
+// A lease that is not renewed ends the sending by itself; renewing keeps
+// it going.
+func TestPacerLease(t *testing.T) {
+	ln, fd, name := loopback(t)
+	p := newPacer(t, fd)
+	s := Schedule{Datagrams: []Datagram{{Name: name, Payload: []byte("x")}}, Interval: 10 * time.Millisecond, Lease: 300 * time.Millisecond}
+	if err := p.Start(s); err != nil {
+		t.Fatal(err)
+	}
+	// Renewed four times 100 ms apart: still sending 400 ms later.
+	for i := 0; i < 4; i++ {
+		time.Sleep(100 * time.Millisecond)
+		if !p.Renew(300 * time.Millisecond) {
+			t.Fatalf("renewal %d: lease ran out early (a stalled machine?)", i)
+		}
+	}
+	if st := p.Stats(); st.Lapsed != 0 || st.Sent < 10 {
+		t.Fatalf("after 400 ms of renewals: %+v", st)
+	}
+	if recv(t, ln, 5*time.Second) == nil {
+		t.Fatal("not sending after renewals")
+	}
+	// Not renewed: it stops.
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Stats().Lapsed == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("lease never ran out")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if p.Renew(time.Minute) {
+		t.Fatal("Renew after the lease ran out reported it sending")
+	}
+	sent := p.Stats().Sent
+	time.Sleep(100 * time.Millisecond)
+	if got := p.Stats().Sent; got != sent {
+		t.Fatalf("sent %d after the lease ran out", got-sent)
+	}
+}
+
+// Every datagram of the schedule goes out each interval, with its own
+// destination; failed sends are counted, not fatal.
+func TestPacerSeveralDatagramsAndErrors(t *testing.T) {
+	ln1, fd, name1 := loopback(t)
+	ln2, _, name2 := loopback(t)
+	p := newPacer(t, fd)
+	bad := make([]byte, len(name1))
+	copy(bad, name1)
+	bad[0], bad[1] = 0xff, 0xff // no such address family
+	s := Schedule{Datagrams: []Datagram{{Name: name1, Payload: []byte("to one")}, {Name: bad, Payload: []byte("nowhere")}, {Name: name2, Payload: []byte("to two")}},
+		Interval: 10 * time.Millisecond, Lease: time.Minute}
+	if err := p.Start(s); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, ln1, 5*time.Second); string(got) != "to one" {
+		t.Fatalf("first destination got %q", got)
+	}
+	if got := recv(t, ln2, 5*time.Second); string(got) != "to two" {
+		t.Fatalf("second destination got %q", got)
+	}
+	p.Stop()
+	st := p.Stats()
+	if st.Errors == 0 || st.LastErrno == 0 || st.Sent < 2 {
+		t.Fatalf("stats %+v: want the bad destination counted as errors", st)
+	}
+}
+
+func TestScheduleChecked(t *testing.T) {
+	_, fd, name := loopback(t)
+	p := newPacer(t, fd)
+	ok := Datagram{Name: name, Payload: []byte("x")}
+	for _, s := range []Schedule{
+		{Interval: time.Second, Lease: time.Second},
+		{Datagrams: []Datagram{ok}, Lease: time.Second},
+		{Datagrams: []Datagram{ok}, Interval: time.Second},
+		{Datagrams: []Datagram{ok}, Interval: time.Second, Lease: time.Second, First: -1},
+		{Datagrams: []Datagram{{Name: name}}, Interval: time.Second, Lease: time.Second},
+	} {
+		if err := p.Start(s); err == nil {
+			t.Errorf("Start(%+v) accepted", s)
+		}
+	}
+	p.Close()
+	if err := p.Start(Schedule{Datagrams: []Datagram{ok}, Interval: time.Second, Lease: time.Second}); err != ErrClosed {
+		t.Fatalf("Start after Close: %v", err)
+	}
+	p.Close() // twice is fine
+}
