@@ -10,8 +10,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 scripts/install-deps.sh
+make --no-print-directory build GO=go
 export CGO_ENABLED=0
-go build -o bin/vigil ./cmd/vigil
 go build -o bin/labsrv ./examples/lab/labsrv
 if [ -e /proc/net/ip_vs ] || modprobe ip_vs 2>/dev/null; then
   echo "demo: this kernel has IPVS: running the lab here"

@@ -15,6 +15,9 @@ have tcpdump || need+=(tcpdump)
 have nft || need+=(nftables)
 have cpio || need+=(cpio)
 have ping || need+=(iputils-ping)
+# cgo: vigil's advert pacer is a C thread (see internal/pacer).
+have gcc || need+=(gcc)
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
