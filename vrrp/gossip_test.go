@@ -56,20 +56,7 @@ func TestGossipElection(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := &rig{t: t, clk: clk}
-		in, err := NewInstance(Config{VRID: vrid, Priority: prio, Interval: 100 * time.Millisecond}, tr, clk, func(e Event) {
-			r.mu.Lock()
-			r.evs = append(r.evs, e)
-			r.mu.Unlock()
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.in = in
-		if err := in.start(); err != nil {
-			t.Fatal(err)
-		}
-		return r
+		return startRig(t, Config{VRID: vrid, Priority: prio, Interval: 100 * time.Millisecond}, clk, nil, tr)
 	}
 	// Two instances per node, opposite winners: the VRID tag keeps them apart.
 	a51, a52 := mk(d1, "10.99.0.1", 51, 200), mk(d1, "10.99.0.1", 52, 100)

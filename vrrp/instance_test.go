@@ -30,10 +30,17 @@ func newRig(t *testing.T, cfg Config) *rig {
 
 func newRigOn(t *testing.T, cfg Config, clk *fakeClock, tr *fakeTransport) *rig {
 	t.Helper()
+	return startRig(t, cfg, clk, tr, tr)
+}
+
+// startRig starts an instance on tr; ft, if any, is the fake the test
+// injects into and reads sends from (tr itself or what tr wraps).
+func startRig(t *testing.T, cfg Config, clk *fakeClock, ft *fakeTransport, tr Transport) *rig {
+	t.Helper()
 	if cfg.VRID == 0 {
 		cfg.VRID = 51
 	}
-	r := &rig{t: t, clk: clk, tr: tr}
+	r := &rig{t: t, clk: clk, tr: ft}
 	in, err := NewInstance(cfg, tr, clk, func(e Event) {
 		r.mu.Lock()
 		r.evs = append(r.evs, e)

@@ -84,23 +84,8 @@ func (p *pacingTransport) take() []string {
 
 func pacedRig(t *testing.T, cfg Config) (*rig, *pacingTransport) {
 	t.Helper()
-	cfg.VRID = 51
-	clk := newFakeClock()
 	pt := &pacingTransport{fakeTransport: (*bus)(nil).port(self), renewOK: true}
-	r := &rig{t: t, clk: clk, tr: pt.fakeTransport}
-	in, err := NewInstance(cfg, pt, clk, func(e Event) {
-		r.mu.Lock()
-		r.evs = append(r.evs, e)
-		r.mu.Unlock()
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.in = in
-	if err := in.start(); err != nil {
-		t.Fatal(err)
-	}
-	return r, pt
+	return startRig(t, cfg, newFakeClock(), pt.fakeTransport, pt), pt
 }
 
 func wantOps(t *testing.T, step string, got []string, want ...string) {
