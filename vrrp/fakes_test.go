@@ -92,12 +92,15 @@ func (ft *fakeTransport) setCut(c bool) {
 }
 
 // take returns and forgets the adverts sent so far.
-func (ft *fakeTransport) take() []Advert {
-	ft.mu.Lock()
-	defer ft.mu.Unlock()
-	s := ft.sent
-	ft.sent = nil
-	return s
+func (ft *fakeTransport) take() []Advert { return takeAll(&ft.mu, &ft.sent) }
+
+// takeAll returns *s and empties it, under mu.
+func takeAll[T any](mu *sync.Mutex, s *[]T) []T {
+	mu.Lock()
+	defer mu.Unlock()
+	out := *s
+	*s = nil
+	return out
 }
 
 // inject delivers an advert from a peer as if received on the wire.

@@ -63,13 +63,7 @@ func (r *rig) want(s State) {
 	}
 }
 
-func (r *rig) events() []Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e := r.evs
-	r.evs = nil
-	return e
-}
+func (r *rig) events() []Event { return takeAll(&r.mu, &r.evs) }
 
 // from sends an advert as peer addr with priority p (and our interval).
 func (r *rig) from(addr string, p uint8) {

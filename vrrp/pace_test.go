@@ -74,13 +74,7 @@ func (p *pacingTransport) PacedStats() pacer.Stats {
 }
 
 // take returns and forgets the log.
-func (p *pacingTransport) take() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	o := p.ops
-	p.ops = nil
-	return o
-}
+func (p *pacingTransport) take() []string { return takeAll(&p.mu, &p.ops) }
 
 func pacedRig(t *testing.T, cfg Config) (*rig, *pacingTransport) {
 	t.Helper()

@@ -113,6 +113,10 @@ func newRawTransport(cfg RawConfig) (*RawTransport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vrrp transport on %s: %w", cfg.Interface, err)
 	}
+	if t.sender, err = newRawSender(v6, ifi.Index, t.src); err != nil {
+		t.closeReader()
+		return nil, err
+	}
 	for _, d := range t.dests() {
 		if d = d.Unmap(); d != t.src {
 			t.sendTo = append(t.sendTo, d)
@@ -145,22 +149,14 @@ func (t *RawTransport) open4() error {
 	if err != nil {
 		return err
 	}
+	// This socket only reads: the TTL, multicast interface and loopback
+	// settings are the send socket's (openSendSocket).
 	p := ipv4.NewPacketConn(c)
-	steps := []error{
-		p.SetControlMessage(ipv4.FlagTTL|ipv4.FlagDst|ipv4.FlagInterface, true),
-		p.SetTTL(TTL),
-		p.SetMulticastTTL(TTL),
-		p.SetMulticastInterface(t.ifi),
-		p.SetMulticastLoopback(false),
-	}
+	steps := []error{p.SetControlMessage(ipv4.FlagTTL|ipv4.FlagDst|ipv4.FlagInterface, true)}
 	if t.multicast() {
 		steps = append(steps, p.JoinGroup(t.ifi, &net.IPAddr{IP: Group4.AsSlice()}))
 	}
 	if err := errors.Join(steps...); err != nil {
-		c.Close()
-		return err
-	}
-	if t.sender, err = newRawSender(false, t.ifi.Index, t.src); err != nil {
 		c.Close()
 		return err
 	}
@@ -173,24 +169,17 @@ func (t *RawTransport) open6() error {
 	if err != nil {
 		return err
 	}
+	// This socket only reads (see open4).
 	p := ipv6.NewPacketConn(c)
 	steps := []error{
-		// The kernel computes the checksum on send and verifies it on receive.
+		// The kernel verifies the checksum on receive.
 		p.SetChecksum(true, 6),
 		p.SetControlMessage(ipv6.FlagHopLimit|ipv6.FlagDst|ipv6.FlagInterface, true),
-		p.SetHopLimit(TTL),
-		p.SetMulticastHopLimit(TTL),
-		p.SetMulticastInterface(t.ifi),
-		p.SetMulticastLoopback(false),
 	}
 	if t.multicast() {
 		steps = append(steps, p.JoinGroup(t.ifi, &net.IPAddr{IP: Group6.AsSlice()}))
 	}
 	if err := errors.Join(steps...); err != nil {
-		c.Close()
-		return err
-	}
-	if t.sender, err = newRawSender(true, t.ifi.Index, t.src); err != nil {
 		c.Close()
 		return err
 	}
@@ -314,12 +303,14 @@ func (t *RawTransport) Close() error {
 		return nil
 	}
 	t.sender.close()
-	var err error
-	if t.p6 != nil {
-		err = t.p6.Close()
-	} else {
-		err = t.p4.Close()
-	}
+	err := t.closeReader()
 	t.wg.Wait()
 	return err
+}
+
+func (t *RawTransport) closeReader() error {
+	if t.p6 != nil {
+		return t.p6.Close()
+	}
+	return t.p4.Close()
 }

@@ -108,6 +108,15 @@ func (s *rawSender) prepare(a Advert, dsts []netip.Addr) error {
 	return nil
 }
 
+// name is the raw socket address of destination i, in the heap memory of
+// the cached names (it stays put for the syscall).
+func (s *rawSender) name(i int) []byte {
+	if s.v6 {
+		return unsafe.Slice((*byte)(unsafe.Pointer(&s.names[i])), unix.SizeofSockaddrInet6)
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s.names4[i])), unix.SizeofSockaddrInet4)
+}
+
 // send sends a to every destination (already without our own address).
 func (s *rawSender) send(a Advert, dsts []netip.Addr) error {
 	s.mu.Lock()
@@ -122,13 +131,9 @@ func (s *rawSender) send(a Advert, dsts []netip.Addr) error {
 	for i, d := range s.dsts {
 		s.iov = unix.Iovec{Base: &s.pkts[i][0]}
 		s.iov.SetLen(len(s.pkts[i]))
-		s.msg = unix.Msghdr{Iov: &s.iov, Iovlen: 1, Control: &s.cmsg[0]}
+		name := s.name(i)
+		s.msg = unix.Msghdr{Iov: &s.iov, Iovlen: 1, Control: &s.cmsg[0], Name: &name[0], Namelen: uint32(len(name))}
 		s.msg.SetControllen(len(s.cmsg))
-		if s.v6 {
-			s.msg.Name, s.msg.Namelen = (*byte)(unsafe.Pointer(&s.names[i])), unix.SizeofSockaddrInet6
-		} else {
-			s.msg.Name, s.msg.Namelen = (*byte)(unsafe.Pointer(&s.names4[i])), unix.SizeofSockaddrInet4
-		}
 		var errno unix.Errno
 		for {
 			_, _, errno = unix.RawSyscall(unix.SYS_SENDMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msg)), 0)
@@ -161,13 +166,7 @@ func (s *rawSender) pace(a Advert, dsts []netip.Addr, interval, lease time.Durat
 	}
 	sch := pacer.Schedule{Control: s.cmsg, Interval: interval, First: interval, Lease: lease}
 	for i := range s.pkts {
-		var name []byte
-		if s.v6 {
-			name = unsafe.Slice((*byte)(unsafe.Pointer(&s.names[i])), unix.SizeofSockaddrInet6)
-		} else {
-			name = unsafe.Slice((*byte)(unsafe.Pointer(&s.names4[i])), unix.SizeofSockaddrInet4)
-		}
-		sch.Datagrams = append(sch.Datagrams, pacer.Datagram{Name: name, Payload: s.pkts[i]})
+		sch.Datagrams = append(sch.Datagrams, pacer.Datagram{Name: s.name(i), Payload: s.pkts[i]})
 	}
 	return s.pacer.Start(sch)
 }
