@@ -1,120 +1,222 @@
 package director
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sort"
+	"strconv"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// statusCollector exports the daemon's Status as Prometheus metrics at
-// scrape time, so metrics and `vigil status` can never disagree.
-type statusCollector struct {
-	status func() Status
+// The metrics are written by hand in the Prometheus text format (0.0.4)
+// rather than through client_golang: that library and what it pulls in
+// (protobuf, procfs) cost about 2 MB of the daemon's resident memory, for
+// fifteen gauges and counters built from Status at scrape time.
 
-	state, priority, transitions, advertsSent, advertsRecv, invalid *prometheus.Desc
-	vipsHeld, rsUp, rsWeight, checkLatency, rsConns                 *prometheus.Desc
-	reconcileWrites, reconcileErrors, peerAlive, peerDrift          *prometheus.Desc
+// metricsContentType is what Prometheus expects for text format 0.0.4.
+const metricsContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+// family is one metric family: its HELP and TYPE lines, then its samples.
+type family struct {
+	name, help, typ string   // typ is "gauge" or "counter"
+	labels          []string // label names, the same for every sample
+	samples         []sample
 }
 
-func newStatusCollector(status func() Status) *statusCollector {
-	d := func(name, help string, labels ...string) *prometheus.Desc {
-		return prometheus.NewDesc("vigil_"+name, help, labels, nil)
-	}
-	return &statusCollector{
-		status:          status,
-		state:           d("instance_state", "1 for the instance's current state", "instance", "state"),
-		priority:        d("instance_priority", "effective VRRP priority", "instance"),
-		transitions:     d("instance_transitions_total", "state transitions", "instance"),
-		advertsSent:     d("adverts_sent_total", "adverts sent", "instance"),
-		advertsRecv:     d("adverts_received_total", "valid adverts received", "instance"),
-		invalid:         d("adverts_invalid_total", "adverts dropped, by reason", "instance", "reason"),
-		vipsHeld:        d("vips_held", "VIPs this director holds", "instance"),
-		rsUp:            d("real_server_up", "1 when the real server's check says up", "virtual_server", "real_server"),
-		rsWeight:        d("real_server_ipvs_weight", "weight in the kernel, -1 if absent", "virtual_server", "real_server"),
-		checkLatency:    d("check_latency_seconds", "latency of the last check", "virtual_server", "real_server"),
-		rsConns:         d("real_server_connections_total", "IPVS connections scheduled to the real server", "virtual_server", "real_server"),
-		reconcileWrites: d("reconcile_writes_total", "IPVS writes by kind", "kind"),
-		reconcileErrors: d("reconcile_errors_total", "IPVS reconcile errors"),
-		peerAlive:       d("peer_alive", "1 when the peer is alive on the cluster channel", "peer"),
-		peerDrift:       d("peer_config_drift", "1 when the peer's config digest differs from ours", "peer"),
-	}
+// sample is one line of a family: label values in the order of the
+// family's label names, and the value.
+type sample struct {
+	values []string
+	v      float64
 }
 
-func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.state, c.priority, c.transitions, c.advertsSent, c.advertsRecv,
-		c.invalid, c.vipsHeld, c.rsUp, c.rsWeight, c.checkLatency, c.rsConns, c.reconcileWrites,
-		c.reconcileErrors, c.peerAlive, c.peerDrift} {
-		ch <- d
-	}
+func (f *family) add(v float64, values ...string) {
+	f.samples = append(f.samples, sample{values: values, v: v})
 }
 
-func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.status()
-	g := func(d *prometheus.Desc, v float64, l ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+func b2f(b bool) float64 {
+	if b {
+		return 1
 	}
-	ct := func(d *prometheus.Desc, v float64, l ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
+	return 0
+}
+
+// statusFamilies builds the metric families from a Status, so the metrics
+// and `vigil status` can never disagree. Families come in a fixed order,
+// and samples in the order of Status (map keys sorted), so a scrape is
+// deterministic.
+func statusFamilies(s Status) []*family {
+	fam := func(name, typ, help string, labels ...string) *family {
+		return &family{name: "vigil_" + name, help: help, typ: typ, labels: labels}
 	}
+	const g, c = "gauge", "counter"
+	var (
+		state           = fam("instance_state", g, "1 for the instance's current state", "instance", "state")
+		priority        = fam("instance_priority", g, "effective VRRP priority", "instance")
+		transitions     = fam("instance_transitions_total", c, "state transitions", "instance")
+		advertsSent     = fam("adverts_sent_total", c, "adverts sent", "instance")
+		advertsRecv     = fam("adverts_received_total", c, "valid adverts received", "instance")
+		invalid         = fam("adverts_invalid_total", c, "adverts dropped, by reason", "instance", "reason")
+		vipsHeld        = fam("vips_held", g, "VIPs this director holds", "instance")
+		rsUp            = fam("real_server_up", g, "1 when the real server's check says up", "virtual_server", "real_server")
+		rsWeight        = fam("real_server_ipvs_weight", g, "weight in the kernel, -1 if absent", "virtual_server", "real_server")
+		checkLatency    = fam("check_latency_seconds", g, "latency of the last check", "virtual_server", "real_server")
+		rsConns         = fam("real_server_connections_total", c, "IPVS connections scheduled to the real server", "virtual_server", "real_server")
+		reconcileWrites = fam("reconcile_writes_total", c, "IPVS writes by kind", "kind")
+		reconcileErrors = fam("reconcile_errors_total", c, "IPVS reconcile errors")
+		peerAlive       = fam("peer_alive", g, "1 when the peer is alive on the cluster channel", "peer")
+		peerDrift       = fam("peer_config_drift", g, "1 when the peer's config digest differs from ours", "peer")
+	)
 	for _, in := range s.Instances {
 		for _, st := range []string{"init", "backup", "master", "fault"} {
-			v := 0.0
-			if in.State == st {
-				v = 1
-			}
-			g(c.state, v, in.Name, st)
+			state.add(b2f(in.State == st), in.Name, st)
 		}
-		g(c.priority, float64(in.Priority), in.Name)
-		ct(c.transitions, float64(in.Transitions), in.Name)
-		ct(c.advertsSent, float64(in.AdvertsSent), in.Name)
-		ct(c.advertsRecv, float64(in.AdvertsRecv), in.Name)
-		for reason, n := range in.Invalid {
-			ct(c.invalid, float64(n), in.Name, reason)
+		priority.add(float64(in.Priority), in.Name)
+		transitions.add(float64(in.Transitions), in.Name)
+		advertsSent.add(float64(in.AdvertsSent), in.Name)
+		advertsRecv.add(float64(in.AdvertsRecv), in.Name)
+		reasons := make([]string, 0, len(in.Invalid))
+		for r := range in.Invalid {
+			reasons = append(reasons, r)
 		}
-		g(c.vipsHeld, float64(len(in.VIPsHeld)), in.Name)
+		sort.Strings(reasons)
+		for _, r := range reasons {
+			invalid.add(float64(in.Invalid[r]), in.Name, r)
+		}
+		vipsHeld.add(float64(len(in.VIPsHeld)), in.Name)
 	}
 	for _, vs := range s.VirtualServers {
 		for _, rs := range vs.RealServers {
-			up := 0.0
-			if rs.Health == "up" {
-				up = 1
-			}
-			g(c.rsUp, up, vs.Name, rs.Address)
-			g(c.rsWeight, float64(rs.IPVSWeight), vs.Name, rs.Address)
-			g(c.checkLatency, rs.Latency.Seconds(), vs.Name, rs.Address)
-			ct(c.rsConns, float64(rs.Conns), vs.Name, rs.Address)
+			rsUp.add(b2f(rs.Health == "up"), vs.Name, rs.Address)
+			rsWeight.add(float64(rs.IPVSWeight), vs.Name, rs.Address)
+			checkLatency.add(rs.Latency.Seconds(), vs.Name, rs.Address)
+			rsConns.add(float64(rs.Conns), vs.Name, rs.Address)
 		}
 	}
-	ct(c.reconcileWrites, float64(s.Reconcile.Creates), "create")
-	ct(c.reconcileWrites, float64(s.Reconcile.Updates), "update")
-	ct(c.reconcileWrites, float64(s.Reconcile.Deletes), "delete")
-	ct(c.reconcileErrors, float64(s.Reconcile.Errors))
+	reconcileWrites.add(float64(s.Reconcile.Creates), "create")
+	reconcileWrites.add(float64(s.Reconcile.Updates), "update")
+	reconcileWrites.add(float64(s.Reconcile.Deletes), "delete")
+	reconcileErrors.add(float64(s.Reconcile.Errors))
 	for _, p := range s.Peers {
-		alive, drift := 0.0, 0.0
-		if p.Alive {
-			alive = 1
-		}
-		if p.Drift {
-			drift = 1
-		}
-		g(c.peerAlive, alive, p.Name)
-		g(c.peerDrift, drift, p.Name)
+		peerAlive.add(b2f(p.Alive), p.Name)
+		peerDrift.add(b2f(p.Drift), p.Name)
 	}
+	return []*family{state, priority, transitions, advertsSent, advertsRecv, invalid, vipsHeld,
+		rsUp, rsWeight, checkLatency, rsConns, reconcileWrites, reconcileErrors, peerAlive, peerDrift}
+}
+
+// writeFamilies writes fams to w in the text format. Families without
+// samples are left out, as client_golang does.
+func writeFamilies(w io.Writer, fams []*family) error {
+	var b []byte
+	for _, f := range fams {
+		if len(f.samples) == 0 {
+			continue
+		}
+		b = append(b, "# HELP "...)
+		b = append(b, f.name...)
+		b = append(b, ' ')
+		b = appendEscaped(b, f.help, false)
+		b = append(b, "\n# TYPE "...)
+		b = append(b, f.name...)
+		b = append(b, ' ')
+		b = append(b, f.typ...)
+		b = append(b, '\n')
+		for _, s := range f.samples {
+			if len(s.values) != len(f.labels) {
+				// A programming error; refuse it rather than write a
+				// line Prometheus would reject along with the rest.
+				return fmt.Errorf("metric %s: %d label values for %d labels", f.name, len(s.values), len(f.labels))
+			}
+			b = append(b, f.name...)
+			for i, l := range f.labels {
+				if i == 0 {
+					b = append(b, '{')
+				} else {
+					b = append(b, ',')
+				}
+				b = append(b, l...)
+				b = append(b, `="`...)
+				b = appendEscaped(b, s.values[i], true)
+				b = append(b, '"')
+			}
+			if len(f.labels) > 0 {
+				b = append(b, '}')
+			}
+			b = append(b, ' ')
+			b = appendFloat(b, s.v)
+			b = append(b, '\n')
+		}
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+// appendEscaped escapes as the text format requires: backslash and
+// newline always, the double quote only inside label values.
+func appendEscaped(b []byte, s string, quote bool) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\':
+			b = append(b, `\\`...)
+		case c == '\n':
+			b = append(b, `\n`...)
+		case c == '"' && quote:
+			b = append(b, `\"`...)
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+// appendFloat spells values as client_golang does. strconv already writes
+// +Inf, -Inf and NaN as the format wants; the cases say so rather than
+// rely on it.
+func appendFloat(b []byte, v float64) []byte {
+	switch {
+	case math.IsNaN(v):
+		return append(b, "NaN"...)
+	case math.IsInf(v, 1):
+		return append(b, "+Inf"...)
+	case math.IsInf(v, -1):
+		return append(b, "-Inf"...)
+	}
+	return strconv.AppendFloat(b, v, 'g', -1, 64)
+}
+
+// metricsHandler serves the families built from status() on each scrape.
+func metricsHandler(status func() Status) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		// Rendered whole before the header goes out, so a failure is a
+		// 500 rather than a truncated scrape.
+		var buf bytes.Buffer
+		if err := writeFamilies(&buf, statusFamilies(status())); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", metricsContentType)
+		w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+		_, _ = w.Write(buf.Bytes())
+	})
 }
 
 // serveMetrics serves /metrics (and /debug/pprof/) on addr until ctx ends.
 func serveMetrics(ctx context.Context, addr string, status func() Status) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(newStatusCollector(status))
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", metricsHandler(status))
 	// Profiles on the same (operator-chosen) address: seeing into a
 	// daemon's CPU and memory is part of seeing into it.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
