@@ -274,7 +274,7 @@ func (d *Daemon) startCluster(ctx context.Context) error {
 		BindAddr: site.ClusterBindAddress(me), AdvertiseAddr: me.Address,
 		Port: site.Cluster.Port, Peers: peers,
 		KeyFile: site.Cluster.SecretKeyFile, Insecure: site.Cluster.Insecure,
-		OnEvent: d.clusterEvent, Logger: d.log.With("component", "cluster"),
+		OnEvent: d.clusterEvent, Logger: d.opts.Logger.With("component", "cluster"), // the channel adds site and node
 	})
 	if err != nil {
 		return fmt.Errorf("cluster channel: %w", err)

@@ -78,6 +78,7 @@ func startDaemon(t *testing.T, h *netlab.Host, bin, site, dir string) *daemon {
 		t.Fatal(err)
 	}
 	f.Close()
+	t.Cleanup(func() { checkLogKeys(t, d) }) // after the kill below: cleanups run last-in first-out
 	t.Cleanup(func() { d.signal(syscall.SIGKILL) })
 	return d
 }
@@ -280,5 +281,76 @@ func TestNetnsDirectorVIPOnly(t *testing.T) {
 	b, _ = os.ReadFile(filepath.Join(dir, "notify-vs1.log"))
 	if !strings.Contains(string(b), "INSTANCE www MASTER 150") {
 		t.Errorf("vs1 notify log:\n%s\nwant INSTANCE www MASTER 150", b)
+	}
+}
+
+// checkLogKeys fails on a log line that names one attribute twice (the
+// daemon and a package both adding node= or instance=): operators grep
+// and parse these lines.
+func checkLogKeys(t *testing.T, ds ...*daemon) {
+	t.Helper()
+	for _, d := range ds {
+		b, err := os.ReadFile(d.log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if k := repeatedKeys(line); len(k) > 0 {
+				t.Errorf("%s logged %v twice: %s", d.name, k, line)
+			}
+		}
+	}
+}
+
+// repeatedKeys returns the keys that occur more than once in one logfmt
+// line, skipping quoted values.
+func repeatedKeys(line string) []string {
+	seen := map[string]int{}
+	var rep []string
+	for i := 0; i < len(line); {
+		j := strings.IndexAny(line[i:], "= ")
+		if j < 0 {
+			break
+		}
+		if line[i+j] == ' ' {
+			i += j + 1
+			continue
+		}
+		key := line[i : i+j]
+		if seen[key]++; seen[key] == 2 {
+			rep = append(rep, key)
+		}
+		i += j + 1
+		if i < len(line) && line[i] == '"' {
+			// Skip the quoted value, honouring backslash escapes.
+			for i++; i < len(line) && line[i] != '"'; i++ {
+				if line[i] == '\\' {
+					i++
+				}
+			}
+			i++
+		} else if k := strings.IndexByte(line[i:], ' '); k >= 0 {
+			i += k
+		} else {
+			break
+		}
+	}
+	return rep
+}
+
+func TestRepeatedKeys(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		want string
+	}{
+		{`time=x level=INFO msg=transition node=a instance=www instance=www vrid=51`, "[instance]"},
+		{`time=x msg="node=a node=a in a quoted message" node=a`, "[]"},
+		{`time=x msg="a \"quoted\" node=b" node=a site=s node=a`, "[node]"},
+		{`time=x level=INFO msg=running node=a instances=1`, "[]"},
+		{``, "[]"},
+	} {
+		if got := fmt.Sprint(repeatedKeys(c.line)); got != c.want {
+			t.Errorf("repeatedKeys(%q) = %s, want %s", c.line, got, c.want)
+		}
 	}
 }

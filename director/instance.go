@@ -93,7 +93,7 @@ func (d *Daemon) buildInstance(ctx context.Context, cfg *config.Instance) (*inst
 		tr = t
 	}
 	cc := claimerConfig(cfg, me)
-	cc.Logger = log
+	cc.Logger = d.log // the claimer and the election add the instance themselves
 	claim, err := failover.NewClaimer(cc)
 	if err != nil {
 		tr.Close()
@@ -107,7 +107,7 @@ func (d *Daemon) buildInstance(ctx context.Context, cfg *config.Instance) (*inst
 	in := &instance{cfg: *cfg, tr: tr, claim: claim, events: make(chan vrrp.Event, 256),
 		runDone: make(chan struct{}), workDone: make(chan struct{})}
 	vc := vrrpConfig(cfg, me)
-	vc.Logger = log
+	vc.Logger = d.log
 	// Claim and announce before the first advert as master: that advert
 	// makes the old master drop the VIPs at once, and clients must already
 	// be pointed here (the Master event that follows finds them claimed).

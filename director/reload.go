@@ -88,7 +88,7 @@ func (d *Daemon) reload() error {
 		case electionEqual(in.cfg, *ncfg):
 			if !reflect.DeepEqual(in.cfg, *ncfg) {
 				cc := claimerConfig(ncfg, me)
-				cc.Logger = d.log.With("instance", name)
+				cc.Logger = d.log
 				if err := in.claim.Reconfigure(ctx, cc); err != nil {
 					d.log.Error("reload: reconfigure instance", "instance", name, "error", err)
 				}

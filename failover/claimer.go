@@ -91,12 +91,14 @@ func NewClaimer(cfg ClaimerConfig) (*Claimer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	// The notifier names the instance on each line itself.
+	notifyLog := log
 	log = log.With("instance", cfg.Instance)
 	clock := cfg.Clock
 	if clock == nil {
 		clock = SystemClock{}
 	}
-	notifier, err := NewNotifier(NotifyConfig{Commands: cfg.Notify, Timeout: cfg.NotifyTimeout, Logger: log})
+	notifier, err := NewNotifier(NotifyConfig{Commands: cfg.Notify, Timeout: cfg.NotifyTimeout, Logger: notifyLog})
 	if err != nil {
 		return nil, fmt.Errorf("instance %s: %w", cfg.Instance, err)
 	}
