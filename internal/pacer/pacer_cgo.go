@@ -9,6 +9,7 @@ package pacer
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -43,6 +44,8 @@ static void *pacer_run(void *arg) {
 	sigset_t all;
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, NULL);
+	// Named so that top -H and /proc show which thread sends the adverts.
+	prctl(PR_SET_NAME, "vigil-pacer", 0, 0, 0);
 	pthread_mutex_lock(&p->mu);
 	while (!p->quit) {
 		if (!p->active) {

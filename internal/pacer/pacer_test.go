@@ -3,6 +3,9 @@ package pacer
 import (
 	"bytes"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -220,4 +223,40 @@ func TestScheduleChecked(t *testing.T) {
 		t.Fatalf("Start after Close: %v", err)
 	}
 	p.Close() // twice is fine
+}
+
+// pacerThreads counts this process's threads named vigil-pacer.
+func pacerThreads(t *testing.T) int {
+	t.Helper()
+	comms, err := filepath.Glob("/proc/self/task/*/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range comms {
+		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == "vigil-pacer" {
+			n++
+		}
+	}
+	return n
+}
+
+// The thread names itself, so an operator's top -H tells it from Go's,
+// and Close ends it.
+func TestPacerThreadNamed(t *testing.T) {
+	_, fd, _ := loopback(t)
+	before := pacerThreads(t)
+	p := newPacer(t, fd)
+	waitThreads := func(want int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); pacerThreads(t) != want; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d threads named vigil-pacer, want %d", pacerThreads(t), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitThreads(before + 1)
+	p.Close()
+	waitThreads(before)
 }
