@@ -230,3 +230,38 @@ func TestVigilSite(t *testing.T) {
 		t.Errorf("instance: %+v", in)
 	}
 }
+
+func TestUsageRatios(t *testing.T) {
+	ms100 := 100 * time.Millisecond
+	u := func(impl, role string, cpuMS int, rssKB int64, err string) Usage {
+		return Usage{Impl: impl, Advert: ms100, Role: role, Window: time.Minute, CPU: time.Duration(cpuMS) * time.Millisecond,
+			CPUPercent: float64(cpuMS) / 600, RSSKB: rssKB, Procs: 1, Err: err}
+	}
+	for _, c := range []struct {
+		name  string
+		usage []Usage
+		want  []string // lines that must appear
+		not   []string // text that must not
+	}{
+		{"both", []Usage{u("keepalived", "master", 60, 12000, ""), u("keepalived", "backup", 20, 12000, ""),
+			u("vigil", "master", 120, 18000, ""), u("vigil", "backup", 30, 18000, "")},
+			[]string{"100ms      master  vigil/keepalived: CPU 2.00 (0.200 % against 0.100 %), RSS 1.50",
+				"100ms      backup  vigil/keepalived: CPU 1.50"}, nil},
+		{"keepalived failed", []Usage{u("keepalived", "master", 0, 0, "boom"), u("vigil", "master", 120, 18000, "")},
+			nil, []string{"vigil/keepalived"}},
+		{"vigil only", []Usage{u("vigil", "master", 120, 18000, "")}, nil, []string{"vigil/keepalived"}},
+	} {
+		var b strings.Builder
+		(&Report{Usage: c.usage}).printUsageRatios(&b)
+		for _, w := range c.want {
+			if !strings.Contains(b.String(), w) {
+				t.Errorf("%s: output\n%s\nlacks %q", c.name, b.String(), w)
+			}
+		}
+		for _, n := range c.not {
+			if strings.Contains(b.String(), n) {
+				t.Errorf("%s: output\n%s\nhas %q", c.name, b.String(), n)
+			}
+		}
+	}
+}

@@ -48,13 +48,11 @@ func Bench(ctx context.Context, cfg Config) *Report {
 		}
 	}
 	for _, adv := range cfg.ResourceAdverts {
-		for _, impl := range cfg.Impls {
-			if ctx.Err() != nil {
-				return rep
-			}
-			cfg.Log.Info("usage", "impl", impl.Name(), "advert", adv, "window", cfg.ResourceWindow)
-			rep.Usage = append(rep.Usage, measureUsage(ctx, cfg, impl, adv)...)
+		if ctx.Err() != nil {
+			return rep
 		}
+		cfg.Log.Info("usage, side by side", "impls", len(cfg.Impls), "advert", adv, "window", cfg.ResourceWindow)
+		rep.Usage = append(rep.Usage, measureUsage(ctx, cfg, cfg.Impls, adv)...)
 	}
 	if cfg.Stability > 0 {
 		for _, impl := range cfg.Impls {
@@ -168,6 +166,7 @@ func (rep *Report) Print(w io.Writer) {
 			}
 			fmt.Fprintln(w, line)
 		}
+		rep.printUsageRatios(w)
 	}
 	if len(rep.Stability) > 0 {
 		fmt.Fprintf(w, "\nStability (both cores kept busy): spurious transitions = episodes of backup adverts or backup answers while the master lives\n")
@@ -179,6 +178,36 @@ func (rep *Report) Print(w io.Writer) {
 			}
 			fmt.Fprintln(w, line)
 		}
+	}
+}
+
+// printUsageRatios prints vigil's CPU and RSS over keepalived's for each
+// advert and role; the pairs ran side by side, over the same window.
+func (rep *Report) printUsageRatios(w io.Writer) {
+	find := func(impl string, adv time.Duration, role string) (Usage, bool) {
+		for _, u := range rep.Usage {
+			if u.Impl == impl && u.Advert == adv && u.Role == role && u.Err == "" && u.CPU > 0 {
+				return u, true
+			}
+		}
+		return Usage{}, false
+	}
+	first := true
+	for _, u := range rep.Usage {
+		if u.Impl != "vigil" {
+			continue
+		}
+		v, ok1 := find("vigil", u.Advert, u.Role)
+		k, ok2 := find("keepalived", u.Advert, u.Role)
+		if !ok1 || !ok2 {
+			continue
+		}
+		if first {
+			fmt.Fprintf(w, "(the pairs ran side by side, so each ratio compares one window)\n")
+			first = false
+		}
+		fmt.Fprintf(w, "%-10s %-7s vigil/keepalived: CPU %.2f (%.3f %% against %.3f %%), RSS %.2f\n", u.Advert, u.Role,
+			v.CPUPercent/k.CPUPercent, v.CPUPercent, k.CPUPercent, float64(v.RSSKB)/float64(k.RSSKB))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -23,65 +24,125 @@ type Usage struct {
 	Err        string `json:",omitempty"`
 }
 
-// measureUsage runs the pair at advert and samples both daemons over window.
-func measureUsage(ctx context.Context, cfg Config, impl Impl, advert time.Duration) []Usage {
-	mk := func(role string) Usage {
-		return Usage{Impl: impl.Name(), Advert: advert, Role: role, Window: cfg.ResourceWindow}
+// measureUsage runs one pair per implementation at advert, all at once,
+// and samples every daemon over the same window: on a shared machine the
+// cost of the same daemon read minutes apart differs by 20 % and more, so
+// only a shared window compares them. Results come in impls' order.
+func measureUsage(ctx context.Context, cfg Config, impls []Impl, advert time.Duration) []Usage {
+	pairs := make([]*usagePair, len(impls))
+	var wg sync.WaitGroup
+	for i, impl := range impls {
+		wg.Go(func() { pairs[i] = startUsagePair(ctx, cfg, impl, advert) })
 	}
-	failAll := func(err error) []Usage {
-		m, b := mk("master"), mk("backup")
-		m.Err, b.Err = err.Error(), err.Error()
-		return []Usage{m, b}
-	}
-	r, err := newRig(ctx, cfg.RigConfig, impl, advert, fmt.Sprintf("%s-%s-usage", impl.Name(), advert))
-	if err != nil {
-		return failAll(err)
-	}
-	defer r.close()
-	tm := timingFor(advert)
-	if err := r.startPair(ctx, tm); err != nil {
-		return failAll(err)
-	}
-	// Let start-up work (GARP bursts, first allocations) pass.
+	wg.Wait()
+	defer func() {
+		for _, p := range pairs {
+			p.close()
+		}
+	}()
+	// Let start-up work (GARP bursts, first allocations) pass everywhere.
 	if err := sleep(ctx, 2*time.Second); err != nil {
-		return failAll(err)
+		for _, p := range pairs {
+			p.fail(err)
+		}
 	}
-	roles := []struct{ role, name string }{{"master", "vs1"}, {"backup", "vs2"}}
-	pids := map[string][]int{}
-	start := map[string]usage{}
-	peak := map[string]int64{}
-	for _, ro := range roles {
-		pids[ro.name] = r.daemon[ro.name].tree()
-		start[ro.name] = sampleUsage(pids[ro.name])
-		peak[ro.name] = start[ro.name].rssKB
+	for _, p := range pairs {
+		p.begin()
 	}
 	end := time.Now().Add(cfg.ResourceWindow)
-	for time.Now().Before(end) && r.exitedDaemons() == "" {
-		step := time.Until(end)
-		if step > time.Second {
-			step = time.Second
+	for ctx.Err() == nil && time.Now().Before(end) {
+		if err := sleep(ctx, min(time.Until(end), time.Second)); err != nil {
+			break
 		}
-		if err := sleep(ctx, step); err != nil {
-			return failAll(err)
-		}
-		for _, ro := range roles {
-			if u := sampleUsage(pids[ro.name]); u.rssKB > peak[ro.name] {
-				peak[ro.name] = u.rssKB
-			}
+		for _, p := range pairs {
+			p.sample()
 		}
 	}
 	var out []Usage
-	for _, ro := range roles {
-		u := mk(ro.role)
-		s0, s1 := start[ro.name], sampleUsage(pids[ro.name])
+	for _, p := range pairs {
+		out = append(out, p.finish()...)
+	}
+	return out
+}
+
+// usagePair is one implementation's pair while its cost is measured.
+type usagePair struct {
+	cfg   Config
+	impl  Impl
+	adv   time.Duration
+	r     *rig
+	err   error
+	pids  map[string][]int
+	start map[string]usage
+	peak  map[string]int64
+}
+
+var usageRoles = []struct{ role, name string }{{"master", "vs1"}, {"backup", "vs2"}}
+
+func startUsagePair(ctx context.Context, cfg Config, impl Impl, advert time.Duration) *usagePair {
+	p := &usagePair{cfg: cfg, impl: impl, adv: advert, pids: map[string][]int{}, start: map[string]usage{}, peak: map[string]int64{}}
+	p.r, p.err = newRig(ctx, cfg.RigConfig, impl, advert, fmt.Sprintf("%s-%s-usage", impl.Name(), advert))
+	if p.err == nil {
+		p.err = p.r.startPair(ctx, timingFor(advert))
+	}
+	return p
+}
+
+func (p *usagePair) fail(err error) {
+	if p.err == nil {
+		p.err = err
+	}
+}
+
+func (p *usagePair) close() {
+	if p.r != nil {
+		p.r.close()
+	}
+}
+
+// begin takes the first sample of every daemon of the pair.
+func (p *usagePair) begin() {
+	if p.err != nil {
+		return
+	}
+	for _, ro := range usageRoles {
+		p.pids[ro.name] = p.r.daemon[ro.name].tree()
+		p.start[ro.name] = sampleUsage(p.pids[ro.name])
+		p.peak[ro.name] = p.start[ro.name].rssKB
+	}
+}
+
+// sample keeps the largest RSS seen.
+func (p *usagePair) sample() {
+	if p.err != nil || p.r.exitedDaemons() != "" {
+		return
+	}
+	for _, ro := range usageRoles {
+		if u := sampleUsage(p.pids[ro.name]); u.rssKB > p.peak[ro.name] {
+			p.peak[ro.name] = u.rssKB
+		}
+	}
+}
+
+// finish takes the last sample and returns the master's and the backup's usage.
+func (p *usagePair) finish() []Usage {
+	var out []Usage
+	for _, ro := range usageRoles {
+		u := Usage{Impl: p.impl.Name(), Advert: p.adv, Role: ro.role, Window: p.cfg.ResourceWindow}
+		if p.err != nil {
+			u.Err = p.err.Error()
+			out = append(out, u)
+			continue
+		}
+		s0, s1 := p.start[ro.name], sampleUsage(p.pids[ro.name])
 		u.Window = s1.at.Sub(s0.at)
 		u.CPU = s1.cpu - s0.cpu
 		u.CPUPercent = 100 * u.CPU.Seconds() / u.Window.Seconds()
-		u.RSSKB = peak[ro.name]
-		u.Procs = len(pids[ro.name])
-		if d := r.daemon[ro.name]; d.exited() {
+		u.RSSKB = p.peak[ro.name]
+		u.Procs = len(p.pids[ro.name])
+		if d := p.r.daemon[ro.name]; d.exited() {
 			u.Err = fmt.Sprintf("daemon exited during the window (%v); figures cover %v", d.err, u.Window.Round(time.Second))
-		} else if ro.role == "master" && !r.hasVIP(ro.name) {
+		} else if ro.role == "master" && !p.r.hasVIP(ro.name) {
 			u.Err = "was not master at the end of the window"
 		}
 		out = append(out, u)
