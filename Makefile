@@ -12,10 +12,12 @@ all: build
 # The advert pacer (internal/pacer) is a C thread, so vigil is built with
 # cgo and linked statically (it runs as is in the VM guest too). Without a
 # C compiler it is built in pure Go, and its adverts come from Go timers.
+STATIC_CGO_BUILD := CGO_ENABLED=1 $(GO) build -tags netgo,osusergo -ldflags '-linkmode=external -extldflags=-static' -o $(BIN) ./cmd/vigil
+
 build:
 	@if command -v gcc >/dev/null 2>&1; then \
-	  echo "CGO_ENABLED=1 $(GO) build -tags netgo,osusergo -ldflags '-linkmode=external -extldflags=-static' -o $(BIN) ./cmd/vigil"; \
-	  CGO_ENABLED=1 $(GO) build -tags netgo,osusergo -ldflags '-linkmode=external -extldflags=-static' -o $(BIN) ./cmd/vigil; \
+	  echo "$(STATIC_CGO_BUILD)"; \
+	  $(STATIC_CGO_BUILD); \
 	else \
 	  echo "build: no C compiler (apt-get install gcc libc6-dev): building without the advert pacer" >&2; \
 	  CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/vigil; \

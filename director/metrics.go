@@ -1,12 +1,9 @@
 package director
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -112,10 +109,9 @@ func statusFamilies(s Status) []*family {
 		rsUp, rsWeight, checkLatency, rsConns, reconcileWrites, reconcileErrors, peerAlive, peerDrift}
 }
 
-// writeFamilies writes fams to w in the text format. Families without
+// appendFamilies appends fams to b in the text format. Families without
 // samples are left out, as client_golang does.
-func writeFamilies(w io.Writer, fams []*family) error {
-	var b []byte
+func appendFamilies(b []byte, fams []*family) ([]byte, error) {
 	for _, f := range fams {
 		if len(f.samples) == 0 {
 			continue
@@ -133,7 +129,7 @@ func writeFamilies(w io.Writer, fams []*family) error {
 			if len(s.values) != len(f.labels) {
 				// A programming error; refuse it rather than write a
 				// line Prometheus would reject along with the rest.
-				return fmt.Errorf("metric %s: %d label values for %d labels", f.name, len(s.values), len(f.labels))
+				return nil, fmt.Errorf("metric %s: %d label values for %d labels", f.name, len(s.values), len(f.labels))
 			}
 			b = append(b, f.name...)
 			for i, l := range f.labels {
@@ -155,8 +151,7 @@ func writeFamilies(w io.Writer, fams []*family) error {
 			b = append(b, '\n')
 		}
 	}
-	_, err := w.Write(b)
-	return err
+	return b, nil
 }
 
 // appendEscaped escapes as the text format requires: backslash and
@@ -177,20 +172,9 @@ func appendEscaped(b []byte, s string, quote bool) []byte {
 	return b
 }
 
-// appendFloat spells values as client_golang does. strconv already writes
-// +Inf, -Inf and NaN as the format wants; the cases say so rather than
-// rely on it.
-func appendFloat(b []byte, v float64) []byte {
-	switch {
-	case math.IsNaN(v):
-		return append(b, "NaN"...)
-	case math.IsInf(v, 1):
-		return append(b, "+Inf"...)
-	case math.IsInf(v, -1):
-		return append(b, "-Inf"...)
-	}
-	return strconv.AppendFloat(b, v, 'g', -1, 64)
-}
+// appendFloat spells values as client_golang does; strconv writes +Inf,
+// -Inf and NaN as the format wants them.
+func appendFloat(b []byte, v float64) []byte { return strconv.AppendFloat(b, v, 'g', -1, 64) }
 
 // metricsHandler serves the families built from status() on each scrape.
 func metricsHandler(status func() Status) http.Handler {
@@ -202,14 +186,14 @@ func metricsHandler(status func() Status) http.Handler {
 		}
 		// Rendered whole before the header goes out, so a failure is a
 		// 500 rather than a truncated scrape.
-		var buf bytes.Buffer
-		if err := writeFamilies(&buf, statusFamilies(status())); err != nil {
+		b, err := appendFamilies(nil, statusFamilies(status()))
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		w.Header().Set("Content-Type", metricsContentType)
-		w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
-		_, _ = w.Write(buf.Bytes())
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		_, _ = w.Write(b)
 	})
 }
 

@@ -79,6 +79,16 @@ func flatten(t *testing.T, fams map[string]*dto.MetricFamily) map[string]float64
 	return out
 }
 
+// writeFamilies writes fams to w as the handler does.
+func writeFamilies(w io.Writer, fams []*family) error {
+	b, err := appendFamilies(nil, fams)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
 // scrape runs the handler for one request.
 func scrape(t *testing.T, st Status, method string) *httptest.ResponseRecorder {
 	t.Helper()

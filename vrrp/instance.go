@@ -445,8 +445,7 @@ func (in *Instance) reprioritize() {
 	in.prio = uint8(p)
 	var fx effects
 	if in.running && in.state == Master {
-		fx.send = append(fx.send, in.advert(in.prio))
-		in.scheduleAdverts()
+		in.advertiseNow(&fx)
 	}
 	in.mu.Unlock()
 	in.apply(fx)
@@ -736,17 +735,18 @@ func (in *Instance) faultList() []string {
 
 func (in *Instance) becomeMaster(fx *effects, reason string) {
 	fx.master = true
-	fx.send = append(fx.send, in.advert(in.prio))
-	in.scheduleAdverts()
+	in.advertiseNow(fx)
 	in.transition(fx, Master, reason)
 }
 
-// scheduleAdverts starts the periodic adverts, the first an interval from
-// now (the caller sends one at once): by the pacer when there is one,
+// advertiseNow sends an advert at once and restarts the periodic ones
+// from it, the next an interval later: by the pacer when there is one,
 // else by the advert timer.
-func (in *Instance) scheduleAdverts() {
+func (in *Instance) advertiseNow(fx *effects) {
+	a := in.advert(in.prio)
+	fx.send = append(fx.send, a)
 	if in.pc != nil {
-		err := in.pc.Pace(in.advert(in.prio), in.cfg.Interval, paceLease)
+		err := in.pc.Pace(a, in.cfg.Interval, paceLease)
 		if err == nil {
 			in.paced = true
 			in.armTimer(paceRenew, in.renewTimer, false)
@@ -866,8 +866,7 @@ func (in *Instance) renewTimer() {
 			// paceLease. Advertise at once and start again.
 			in.c.LapsedLeases++
 			in.log.Warn("advert pacer lease ran out (the process did not run); advertising again", "lease", paceLease)
-			fx.send = append(fx.send, in.advert(in.prio))
-			in.scheduleAdverts()
+			in.advertiseNow(&fx)
 		}
 	}
 	in.mu.Unlock()
@@ -969,8 +968,7 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 	case Master:
 		if a.Priority == 0 {
 			// Another master resigned: make sure the backups hear us now.
-			fx.send = append(fx.send, in.advert(in.prio))
-			in.scheduleAdverts()
+			in.advertiseNow(fx)
 			return
 		}
 		if a.Priority > in.prio || (a.Priority == in.prio && src.Compare(in.local) > 0) {
@@ -989,8 +987,7 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 		}
 		// A lower-priority master: a split brain is healing. Answer at
 		// once so it steps down, and re-announce our VIPs (rate limited).
-		fx.send = append(fx.send, in.advert(in.prio))
-		in.scheduleAdverts()
+		in.advertiseNow(fx)
 		// At most one per second while the same node keeps sending, but
 		// always for a new episode (silence of 3 intervals before: a
 		// partition that healed) so a short split brain is never missed.
