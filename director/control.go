@@ -41,7 +41,7 @@ type Controller interface {
 
 // ServeControl listens on path until ctx ends. An existing socket file
 // left by a dead daemon is replaced; a live one is an error, so two
-// daemons never share a socket.
+// daemons never share a socket; anything else at path is an error too.
 func ServeControl(ctx context.Context, path string, c Controller, log *slog.Logger) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("control socket dir: %w", err)
@@ -50,7 +50,9 @@ func ServeControl(ctx context.Context, path string, c Controller, log *slog.Logg
 		conn.Close()
 		return fmt.Errorf("control socket %s is in use: is another vigil running?", path)
 	}
-	_ = os.Remove(path)
+	if err := removeStaleSocket(path); err != nil {
+		return err
+	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return fmt.Errorf("listen on control socket %s: %w", path, err)
@@ -74,6 +76,39 @@ func ServeControl(ctx context.Context, path string, c Controller, log *slog.Logg
 		}
 	}()
 	return nil
+}
+
+// removeStaleSocket removes the socket a dead daemon left at path. Only a
+// socket: a control_socket that names the site file (a typo) must not
+// delete it.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("control socket %s: the path exists and is not a socket (%s); refusing to remove it: check control_socket", path, fileKind(fi.Mode()))
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale control socket: %w", err)
+	}
+	return nil
+}
+
+// fileKind names a file type for an error message.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "a regular file"
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeSymlink != 0:
+		return "a symbolic link"
+	}
+	return "file type " + m.Type().String()
 }
 
 func serveOne(conn net.Conn, c Controller, log *slog.Logger) {
