@@ -27,6 +27,11 @@ type Settings struct {
 	IPVSOnStop        string   `toml:"ipvs_on_stop"`       // "remove" (default) or "keep"
 	ReconcileInterval Duration `toml:"reconcile_interval"` // default 5s
 	Nice              int      `toml:"nice"`               // scheduling niceness of the daemon, -20..19; 0 = unchanged
+
+	// Pprof also serves /debug/pprof/ on metrics_address; default false.
+	// Left out of the digest when false, so a site without the key keeps
+	// the digest older directors compute (no drift in a rolling upgrade).
+	Pprof bool `toml:"pprof" json:",omitzero"`
 }
 
 // Director is one [[director]]: a machine of the site.

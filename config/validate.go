@@ -253,8 +253,11 @@ func (v *validator) settings() {
 	if s.MetricsAddress != "" {
 		_, port, err := net.SplitHostPort(s.MetricsAddress)
 		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
-			v.valErr(p.child("metrics_address"), `write HOST:PORT, e.g. "127.0.0.1:9477" or ":9477"`, "metrics_address: invalid address %q", s.MetricsAddress)
+			v.valErr(p.child("metrics_address"), `write HOST:PORT, e.g. "127.0.0.1:9477" (loopback; a LAN address or ":9477" serves the metrics to the network, so write one only on purpose)`, "metrics_address: invalid address %q", s.MetricsAddress)
 		}
+	}
+	if s.Pprof && s.MetricsAddress == "" {
+		v.valErr(p.child("pprof"), `set metrics_address = "127.0.0.1:9477" too, or remove pprof`, "pprof = true needs metrics_address: profiles are served there")
 	}
 	v.enum(p.child("ipvs_on_stop"), s.IPVSOnStop, []string{"remove", "keep"})
 	v.durRange(p.child("reconcile_interval"), s.ReconcileInterval, 100*time.Millisecond, time.Hour)

@@ -189,7 +189,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	if addr := site.Settings.MetricsAddress; addr != "" {
-		if err := serveMetrics(runCtx, addr, d.Status); err != nil {
+		if err := serveMetrics(runCtx, addr, d.Status, withPprof(site.Settings.Pprof), withMetricsLogger(log)); err != nil {
 			return err
 		}
 	}

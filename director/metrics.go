@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"sort"
 	"strconv"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 // The metrics are written by hand in the Prometheus text format (0.0.4)
@@ -197,19 +200,110 @@ func metricsHandler(status func() Status) http.Handler {
 	})
 }
 
-// serveMetrics serves /metrics (and /debug/pprof/) on addr until ctx ends.
-func serveMetrics(ctx context.Context, addr string, status func() Status) error {
+// metricsLimits bound what clients of the metrics address can hold: a
+// flood of idle or slow clients must not take the file descriptors the
+// election needs (an ARP socket, the control socket, a notify pipe).
+type metricsLimits struct {
+	maxConns   int           // connections served at once; the rest wait in the kernel's backlog
+	readHeader time.Duration // to read a request's header (slowloris)
+	read       time.Duration // to read a whole request
+	write      time.Duration // to write a response
+	idle       time.Duration // a keep-alive connection between requests
+	maxHeader  int           // bytes of request header
+}
+
+// maxMetricsConns is the default cap: Prometheus uses one connection per
+// target, and a few humans with curl or pprof add a handful.
+const maxMetricsConns = 64
+
+// defaultMetricsLimits are the limits for a server with or without pprof.
+func defaultMetricsLimits(pprof bool) metricsLimits {
+	l := metricsLimits{
+		maxConns:   maxMetricsConns,
+		readHeader: 5 * time.Second,
+		read:       10 * time.Second,
+		write:      10 * time.Second,
+		idle:       30 * time.Second, // above a 15 s scrape interval, so Prometheus keeps its connection
+		maxHeader:  16 << 10,
+	}
+	if pprof {
+		// A CPU profile writes after sampling for ?seconds= (30 by
+		// default); pprof refuses one not shorter than the write
+		// timeout, so this allows up to 60 s.
+		l.write = 65 * time.Second
+	}
+	return l
+}
+
+// metricsOptions are the metrics server's settings beyond its address.
+type metricsOptions struct {
+	pprof  bool
+	limits *metricsLimits // nil: defaultMetricsLimits(pprof)
+	log    *slog.Logger
+}
+
+type metricsOption func(*metricsOptions)
+
+// withPprof serves /debug/pprof/ too (the site's pprof key).
+func withPprof(on bool) metricsOption { return func(o *metricsOptions) { o.pprof = on } }
+
+// withMetricsLimits replaces the default limits (tests).
+func withMetricsLimits(l metricsLimits) metricsOption {
+	return func(o *metricsOptions) { o.limits = &l }
+}
+
+// withMetricsLogger logs the server's errors (accept failures) there.
+func withMetricsLogger(log *slog.Logger) metricsOption {
+	return func(o *metricsOptions) { o.log = log }
+}
+
+// metricsMux routes /metrics, and /debug/pprof/ only when asked: profiles
+// and goroutine dumps show a daemon's insides to whoever reaches the
+// address, and a CPU profile costs CPU, so they are opt-in.
+func metricsMux(status func() Status, pprofOn bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metricsHandler(status))
-	// Profiles on the same (operator-chosen) address: seeing into a
-	// daemon's CPU and memory is part of seeing into it.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	if pprofOn {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+// serveMetrics serves /metrics (and /debug/pprof/ withPprof) on addr
+// until ctx ends. At most limits.maxConns connections are served at once,
+// so the server's file descriptors stay bounded whatever the clients do.
+func serveMetrics(ctx context.Context, addr string, status func() Status, opts ...metricsOption) error {
+	var o metricsOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	lim := defaultMetricsLimits(o.pprof)
+	if o.limits != nil {
+		lim = *o.limits
+	}
+	if o.log == nil {
+		o.log = slog.Default()
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("metrics listen on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// Connections beyond the cap are not accepted: they wait in the
+	// kernel's backlog and cost this process no descriptor.
+	ln = netutil.LimitListener(ln, lim.maxConns)
+	srv := &http.Server{
+		Handler:           metricsMux(status, o.pprof),
+		ReadHeaderTimeout: lim.readHeader,
+		ReadTimeout:       lim.read,
+		WriteTimeout:      lim.write,
+		IdleTimeout:       lim.idle,
+		MaxHeaderBytes:    lim.maxHeader,
+		ErrorLog:          slog.NewLogLogger(o.log.With("component", "metrics").Handler(), slog.LevelWarn),
+	}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -218,7 +312,7 @@ func serveMetrics(ctx context.Context, addr string, status func() Status) error 
 	}()
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			_ = err // the listener closed under us; nothing to do
+			o.log.Error("metrics server stopped", "addr", addr, "error", err)
 		}
 	}()
 	return nil
