@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 )
 
@@ -111,12 +113,27 @@ func fileKind(m os.FileMode) string {
 	return "file type " + m.Type().String()
 }
 
+const (
+	// maxRequestBytes bounds a control request: a real one is a few
+	// dozen bytes, and the socket's input is not to be trusted with
+	// memory (or the log) without a bound.
+	maxRequestBytes = 64 << 10
+	// maxLoggedField bounds what of a request's own text reaches the log.
+	maxLoggedField = 100
+	// maxLoggedError bounds a logged error, which may quote the request.
+	maxLoggedError = 300
+)
+
 func serveOne(conn net.Conn, c Controller, log *slog.Logger) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	var req Request
-	if err := json.NewDecoder(bufio.NewReader(conn)).Decode(&req); err != nil {
-		writeReply(conn, Reply{Error: "bad request: " + err.Error()})
+	req, err := readRequest(conn)
+	if errors.Is(err, io.EOF) {
+		return // a connection that sent nothing: a liveness probe
+	}
+	if err != nil {
+		log.Info("control request refused", "error", err)
+		writeReply(conn, Reply{Error: err.Error()})
 		return
 	}
 	var rep Reply
@@ -131,12 +148,50 @@ func serveOne(conn net.Conn, c Controller, log *slog.Logger) {
 	case "resume":
 		rep = result(c.Resume(req.Instance))
 	default:
-		rep = Reply{Error: fmt.Sprintf("unknown op %q", req.Op)}
+		rep = Reply{Error: "unknown op " + quoteShort(req.Op, maxLoggedField)}
 	}
 	if !rep.OK {
-		log.Info("control request failed", "op", req.Op, "error", rep.Error)
+		// slog quotes what needs it; truncate bounds it.
+		attrs := []any{"op", truncate(req.Op, maxLoggedField)}
+		if req.Instance != "" {
+			attrs = append(attrs, "instance", truncate(req.Instance, maxLoggedField))
+		}
+		log.Info("control request failed", append(attrs, "error", truncate(rep.Error, maxLoggedError))...)
 	}
 	writeReply(conn, rep)
+}
+
+// readRequest decodes one request of at most maxRequestBytes.
+func readRequest(conn net.Conn) (Request, error) {
+	lr := &io.LimitedReader{R: conn, N: maxRequestBytes + 1}
+	var req Request
+	if err := json.NewDecoder(bufio.NewReader(lr)).Decode(&req); err != nil {
+		if lr.N <= 0 {
+			return Request{}, fmt.Errorf("request too large (limit %d bytes)", maxRequestBytes)
+		}
+		if errors.Is(err, io.EOF) {
+			return Request{}, err
+		}
+		return Request{}, fmt.Errorf("bad request: %s", truncate(err.Error(), maxLoggedError))
+	}
+	return req, nil
+}
+
+// quoteShort quotes s, cut to at most n bytes of it: untrusted text in a
+// message of our own.
+func quoteShort(s string, n int) string {
+	if len(s) <= n {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(s[:n]) + fmt.Sprintf("... (%d bytes)", len(s))
+}
+
+// truncate cuts s to at most n bytes, saying so.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + fmt.Sprintf("... (%d bytes)", len(s))
 }
 
 func result(err error) Reply {
