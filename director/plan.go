@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 
 	"github.com/vigil-lb/vigil/config"
 	"github.com/vigil-lb/vigil/failover"
@@ -24,6 +25,21 @@ func argv(c config.Command) []string {
 		return []string{"/bin/sh", "-c", c.Shell}
 	}
 	return nil
+}
+
+// notifyArgv is argv for a notify command; withArgs: failover appends
+// keepalived's arguments (INSTANCE name state priority). Under sh -c
+// those would become $0..$3 of the shell, not $1..$4 of the command the
+// string names, so the string form passes them on with "$@" at the end
+// of its command line (shell syntax in it keeps working).
+func notifyArgv(c config.Command, withArgs bool) []string {
+	if !withArgs || len(c.Argv) > 0 || c.Shell == "" {
+		return argv(c)
+	}
+	// A trailing newline (a TOML multi-line string) or ';' would make
+	// "$@" a command of its own.
+	line := strings.TrimRight(c.Shell, " \t\r\n;")
+	return []string{"/bin/sh", "-c", line + ` "$@"`, "vigil-notify"}
 }
 
 // vrrpConfig is the election config of instance in at director me.
@@ -61,7 +77,7 @@ func claimerConfig(in *config.Instance, me *config.Director) failover.ClaimerCon
 		cc.VIPs = append(cc.VIPs, failover.VIP{Prefix: v.Prefix, Interface: in.VIPInterface(v, me), Label: v.Label})
 	}
 	add := func(c config.Command, states ...failover.State) {
-		if a := argv(c); a != nil {
+		if a := notifyArgv(c, len(states) == 0); a != nil {
 			cc.Notify = append(cc.Notify, failover.NotifyCommand{Argv: a, States: states})
 		}
 	}
