@@ -65,6 +65,13 @@ type NotifyCommand struct {
 // DefaultNotifyTimeout bounds one notify command.
 const DefaultNotifyTimeout = 30 * time.Second
 
+// supersededGrace is how long a command may still run once Close was
+// called while a later transition waits behind it (see Close).
+const supersededGrace = 2 * time.Second
+
+// errSuperseded ends a command cut short by Close.
+var errSuperseded = errors.New("superseded at stop by a later transition")
+
 // NotifyConfig configures a Notifier.
 type NotifyConfig struct {
 	Commands []NotifyCommand
@@ -91,12 +98,13 @@ type NotifyStats struct {
 // Notifier runs notify commands one at a time in the order of the
 // transitions, in a goroutine of its own: Notify never waits for them.
 type Notifier struct {
-	cfg    NotifyConfig
-	log    *slog.Logger
-	ctx    context.Context // ends when Close gives up waiting
-	cancel context.CancelFunc
-	wake   chan struct{}
-	done   chan struct{}
+	cfg     NotifyConfig
+	log     *slog.Logger
+	ctx     context.Context // ends when Close gives up waiting
+	cancel  context.CancelFunc
+	wake    chan struct{}
+	closing chan struct{} // closed by Close
+	done    chan struct{}
 
 	mu     sync.Mutex
 	queue  []Transition
@@ -114,7 +122,7 @@ func NewNotifier(cfg NotifyConfig) (*Notifier, error) {
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = 64
 	}
-	n := &Notifier{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	n := &Notifier{cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{})}
 	if n.log == nil {
 		n.log = slog.Default()
 	}
@@ -181,10 +189,22 @@ func (n *Notifier) Notify(t Transition) bool {
 // Close stops taking transitions and waits until the queued ones have
 // run or ctx ends; then the running command's process group is killed
 // and the rest dropped.
+//
+// While Close waits, a command whose transition a later one waits behind
+// (the STOP of a graceful stop behind a hanging MASTER script) runs at
+// most supersededGrace more, then its process group is killed: the final
+// state's commands must run, with their whole timeout, within a stop
+// budget no longer than that timeout. They run after the superseded one
+// is dead, not beside it, so their effects are not overtaken by a stale
+// script (a "start haproxy" finishing after the "stop haproxy").
 func (n *Notifier) Close(ctx context.Context) error {
 	n.mu.Lock()
+	first := !n.closed
 	n.closed = true
 	n.mu.Unlock()
+	if first {
+		close(n.closing)
+	}
 	select {
 	case n.wake <- struct{}{}:
 	default:
@@ -238,9 +258,47 @@ func (n *Notifier) work() {
 	}
 }
 
+// runContext is the context of one command with the given timeout: it
+// ends when Close gives up (n.ctx), or supersededGrace after Close while
+// a later transition waits.
+func (n *Notifier) runContext(timeout time.Duration) (context.Context, func()) {
+	base, cancelBase := context.WithCancelCause(n.ctx)
+	ctx, cancel := context.WithTimeout(base, timeout)
+	if timeout <= supersededGrace {
+		return ctx, func() { cancel(); cancelBase(nil) }
+	}
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+			return
+		case <-n.closing:
+		}
+		if !n.laterWaiting() {
+			return // the final transition: it keeps its timeout
+		}
+		grace := time.NewTimer(supersededGrace)
+		defer grace.Stop()
+		select {
+		case <-done:
+		case <-grace.C:
+			cancelBase(errSuperseded)
+		}
+	}()
+	return ctx, func() { close(done); cancel(); cancelBase(nil) }
+}
+
+// laterWaiting reports whether a transition is queued behind the one
+// running. After Close the queue only shrinks, and only between runs.
+func (n *Notifier) laterWaiting() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.queue) > 0
+}
+
 // run runs one command for t and logs its output and outcome.
 func (n *Notifier) run(c NotifyCommand, t Transition, timeout time.Duration) {
-	ctx, cancel := context.WithTimeout(n.ctx, timeout)
+	ctx, cancel := n.runContext(timeout)
 	defer cancel()
 	args := slices.Clone(c.Argv[1:])
 	if len(c.States) == 0 {
@@ -275,12 +333,16 @@ func (n *Notifier) run(c NotifyCommand, t Transition, timeout time.Duration) {
 	out.flush()
 	took := time.Since(start)
 	timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
+	superseded := errors.Is(context.Cause(ctx), errSuperseded)
 	if err == nil {
 		n.log.Info("notify command done", "instance", t.Instance, "state", string(t.To), "cmd", c.Argv[0], "took", took)
 		return
 	}
-	if timedOut {
+	switch {
+	case timedOut:
 		err = fmt.Errorf("killed after %s timeout: %w", timeout, err)
+	case superseded:
+		err = fmt.Errorf("killed %s after the stop began, %w: %w", supersededGrace, errSuperseded, err)
 	}
 	err = fmt.Errorf("notify %s for %s %s: %w", c.Argv[0], t.Instance, t.To, err)
 	n.mu.Lock()
