@@ -15,8 +15,12 @@ type fakeClock = clock.Fake
 
 func newFakeClock() *fakeClock { return clock.NewFake(time.Unix(1_700_000_000, 0)) }
 
-// bus is an in-memory LAN for fake transports; links can be cut.
+// bus is an in-memory LAN for fake transports; links can be cut. A
+// packet is delivered by a zero-delay timer of clk, as by a socket reader
+// of its own on a real LAN: never from inside the sender's Send, which
+// runs within the sender's step.
 type bus struct {
+	clk   *fakeClock
 	mu    sync.Mutex
 	ports []*fakeTransport
 }
@@ -70,7 +74,8 @@ func (ft *fakeTransport) Send(a Advert) error {
 	ft.bus.mu.Unlock()
 	for _, p := range ports {
 		if p != ft {
-			p.deliver(Packet{Payload: b, Src: ft.local, Dst: group, TTL: ft.ttl})
+			pkt := Packet{Payload: b, Src: ft.local, Dst: group, TTL: ft.ttl}
+			ft.bus.clk.AfterFunc(0, func() { p.deliver(pkt) })
 		}
 	}
 	return nil

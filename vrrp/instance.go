@@ -190,7 +190,11 @@ type Counters struct {
 	// LapsedLeases counts times the advert pacer stopped because this
 	// process did not renew its lease in time (it was not scheduled).
 	LapsedLeases uint64
-	Dropped      map[DropReason]uint64 // invalid packets by reason (non-zero only)
+	// AnswersSkipped counts adverts of other masters (lower priority or
+	// resigning) not answered because we had answered one less than an
+	// advert interval before.
+	AnswersSkipped uint64
+	Dropped        map[DropReason]uint64 // invalid packets by reason (non-zero only)
 }
 
 // Status is a snapshot of an instance.
@@ -220,6 +224,12 @@ type Instance struct {
 	// paceRenew; nil means the advert timer does it.
 	pc advertPacer
 
+	// stepMu orders the steps: one step decides under mu, then applies
+	// its effects (BeforeMaster, sends, the advert schedule, events)
+	// before the next step starts, so effects leave in the order the
+	// steps were taken. mu alone guards the fields, for readers.
+	stepMu sync.Mutex
+
 	mu             sync.Mutex
 	state          State
 	since          time.Time
@@ -241,6 +251,7 @@ type Instance struct {
 	lowerSince     time.Time // first advert of the current lower-priority master (preempt delay)
 	lastReannounce time.Time
 	lastLower      time.Time // last advert of a lower-priority master, as master
+	lastAnswer     time.Time // last advert sent to answer another master, as master
 	running        bool
 	done           chan struct{}
 	c              Counters
@@ -345,39 +356,37 @@ func (in *Instance) Run(ctx context.Context) error {
 
 // start enters Initialize and takes the Startup event.
 func (in *Instance) start() error {
-	in.mu.Lock()
-	if in.running || in.done != nil {
-		in.mu.Unlock()
-		return fmt.Errorf("vrrp instance %s: already started", in.cfg.Name)
+	var err error
+	in.step(func(fx *effects) {
+		if in.running || in.done != nil {
+			err = fmt.Errorf("vrrp instance %s: already started", in.cfg.Name)
+			return
+		}
+		in.running = true
+		in.done = make(chan struct{})
+		in.startedAt = in.clk.Now()
+		in.since = in.startedAt
+		in.startup(fx, "startup")
+	})
+	if err == nil {
+		in.tr.SetHandler(in.receive)
 	}
-	in.running = true
-	in.done = make(chan struct{})
-	in.startedAt = in.clk.Now()
-	in.since = in.startedAt
-	var fx effects
-	in.startup(&fx, "startup")
-	in.mu.Unlock()
-	in.tr.SetHandler(in.receive)
-	in.apply(fx)
-	return nil
+	return err
 }
 
 // Stop hands over gracefully: a master sends a priority-0 advert (so a
 // backup takes over after Skew_Time), then the instance stops and Run
 // returns. It returns the send error, if any.
 func (in *Instance) Stop(ctx context.Context) error {
-	in.mu.Lock()
-	if !in.running {
-		in.mu.Unlock()
-		return nil
-	}
-	var fx effects
-	if in.state == Master {
-		fx.send = append(fx.send, in.advert(0))
-	}
-	in.shutdown(&fx, "stopped")
-	in.mu.Unlock()
-	err := in.apply(fx)
+	err := in.step(func(fx *effects) {
+		if !in.running {
+			return
+		}
+		if in.state == Master {
+			fx.send = append(fx.send, in.advert(0))
+		}
+		in.shutdown(fx, "stopped")
+	})
 	if ctx.Err() != nil && err == nil {
 		err = ctx.Err()
 	}
@@ -386,20 +395,16 @@ func (in *Instance) Stop(ctx context.Context) error {
 
 // halt stops without a priority-0 advert.
 func (in *Instance) halt(reason string) {
-	in.mu.Lock()
-	if !in.running {
-		in.mu.Unlock()
-		return
-	}
-	var fx effects
-	in.shutdown(&fx, reason)
-	in.mu.Unlock()
-	in.apply(fx)
+	in.step(func(fx *effects) {
+		if in.running {
+			in.shutdown(fx, reason)
+		}
+	})
 }
 
 func (in *Instance) shutdown(fx *effects, reason string) {
 	in.cancelTimer()
-	in.transition(fx, Initialize, reason)
+	in.transition(fx, Initialize, reason, netip.Addr{})
 	in.running = false
 	close(in.done)
 }
@@ -409,27 +414,29 @@ func (in *Instance) shutdown(fx *effects, reason string) {
 // tracking weights (SetWeight), clamped to 1..254. A master announces a new
 // effective priority at once so a better backup can preempt without delay.
 func (in *Instance) SetPriority(p uint8) {
-	in.mu.Lock()
-	if in.cfg.Priority != 255 {
-		in.cfg.Priority = min(max(p, 1), 254)
-	}
-	in.reprioritize()
+	in.step(func(fx *effects) {
+		if in.cfg.Priority != 255 {
+			in.cfg.Priority = min(max(p, 1), 254)
+		}
+		in.reprioritize(fx)
+	})
 }
 
 // SetWeight sets the priority adjustment of one tracker (by name); 0
 // removes it. Trackers never move an address owner (255).
 func (in *Instance) SetWeight(name string, delta int) {
-	in.mu.Lock()
-	if delta == 0 {
-		delete(in.weights, name)
-	} else {
-		in.weights[name] = delta
-	}
-	in.reprioritize()
+	in.step(func(fx *effects) {
+		if delta == 0 {
+			delete(in.weights, name)
+		} else {
+			in.weights[name] = delta
+		}
+		in.reprioritize(fx)
+	})
 }
 
-// reprioritize recomputes the effective priority (called locked; unlocks).
-func (in *Instance) reprioritize() {
+// reprioritize recomputes the effective priority.
+func (in *Instance) reprioritize(fx *effects) {
 	p := int(in.cfg.Priority)
 	if p != 255 {
 		for _, w := range in.weights {
@@ -438,49 +445,43 @@ func (in *Instance) reprioritize() {
 		p = min(max(p, 1), 254)
 	}
 	if uint8(p) == in.prio {
-		in.mu.Unlock()
 		return
 	}
 	in.log.Info("priority changed", "from", in.prio, "to", p)
 	in.prio = uint8(p)
-	var fx effects
 	if in.running && in.state == Master {
-		in.advertiseNow(&fx)
+		in.advertiseNow(fx)
 	}
-	in.mu.Unlock()
-	in.apply(fx)
 }
 
 // SetFault raises (on=true) or clears a fault named by reason (an
 // interface or a script). While any fault is raised the instance is in
 // Fault: a master first resigns with a priority-0 advert.
 func (in *Instance) SetFault(reason string, on bool) {
-	in.mu.Lock()
-	if in.faults[reason] == on {
-		in.mu.Unlock()
-		return
-	}
-	if on {
-		in.faults[reason] = true
-	} else {
-		delete(in.faults, reason)
-	}
-	var fx effects
-	fx.events = append(fx.events, Event{Kind: faultsChanged, Instance: in.cfg.Name, VRID: in.cfg.VRID, From: in.state, To: in.state, Reason: reason})
-	if in.running {
+	in.step(func(fx *effects) {
+		if in.faults[reason] == on {
+			return
+		}
+		if on {
+			in.faults[reason] = true
+		} else {
+			delete(in.faults, reason)
+		}
+		fx.events = append(fx.events, Event{Kind: faultsChanged, Instance: in.cfg.Name, VRID: in.cfg.VRID, From: in.state, To: in.state, Reason: reason})
+		if !in.running {
+			return
+		}
 		switch {
 		case len(in.faults) > 0 && in.state != Fault:
 			if in.state == Master {
 				fx.send = append(fx.send, in.advert(0))
 			}
 			in.cancelTimer()
-			in.transition(&fx, Fault, "fault: "+reason)
+			in.transition(fx, Fault, "fault: "+reason, netip.Addr{})
 		case len(in.faults) == 0 && in.state == Fault:
-			in.startup(&fx, "fault cleared: "+reason)
+			in.startup(fx, "fault cleared: "+reason)
 		}
-	}
-	in.mu.Unlock()
-	in.apply(fx)
+	})
 }
 
 // State is the current state.
@@ -520,14 +521,39 @@ func (in *Instance) Status() Status {
 	return s
 }
 
-// effects are what a locked step decided to do once the lock is released.
+// effects are what a step decided to do once mu is released.
 type effects struct {
-	send   []Advert
-	events []Event
-	master bool // became master: BeforeMaster runs before the sends
+	master bool     // became master: BeforeMaster runs before anything else
+	send   []Advert // sent in order, after BeforeMaster
+	// schedule (re)starts the periodic adverts after the sends: a new
+	// master's first periodic advert must not leave before BeforeMaster
+	// has claimed the VIPs, however long that takes.
+	schedule bool
+	events   []Event
 }
 
-func (in *Instance) apply(fx effects) error {
+// step is the one way the election moves: f decides under mu (and may
+// only record effects, never act on them), then the effects are applied,
+// all under stepMu so that the effects of one step are out before the
+// next step decides. That order is what keeps the VIPs off a backup: a
+// step-down that races a takeover is applied after the takeover's
+// BeforeMaster, and its events are queued after the takeover's.
+// Sync-group hooks run last, outside stepMu, since they step the other
+// members and may step this one.
+func (in *Instance) step(f func(fx *effects)) error {
+	var fx effects
+	in.stepMu.Lock()
+	in.mu.Lock()
+	f(&fx)
+	in.mu.Unlock()
+	err := in.apply(&fx)
+	in.stepMu.Unlock()
+	in.runHooks(fx.events)
+	return err
+}
+
+// apply carries out a step's effects (under stepMu).
+func (in *Instance) apply(fx *effects) error {
 	var errs []error
 	if fx.master && in.cfg.BeforeMaster != nil {
 		in.safely(func(Event) { in.cfg.BeforeMaster() }, Event{})
@@ -546,42 +572,59 @@ func (in *Instance) apply(fx effects) error {
 			errs = append(errs, fmt.Errorf("send advert of %s: %w", in.cfg.Name, err))
 		}
 	}
-	if len(fx.events) > 0 {
+	if fx.schedule {
 		in.mu.Lock()
-		hooks := in.hooks
+		if in.running && in.state == Master {
+			in.scheduleAdverts()
+		}
 		in.mu.Unlock()
-		for _, h := range hooks {
-			for _, ev := range fx.events {
-				in.safely(h, ev)
-			}
-		}
-		pub := fx.events[:0:0]
-		for _, ev := range fx.events {
-			if ev.Kind != faultsChanged {
-				pub = append(pub, ev)
-			}
-		}
-		fx.events = pub
 	}
-	if len(fx.events) > 0 {
-		if in.evAsync.Load() {
-			in.evmu.Lock()
-			in.evq = append(in.evq, fx.events...)
-			if len(in.evq) > 1000 {
-				in.log.Warn("event consumer is slow", "queued", len(in.evq))
-			}
-			in.evmu.Unlock()
-			select {
-			case in.evWake <- struct{}{}:
-			default:
-			}
-		} else {
-			for _, ev := range fx.events {
-				in.deliver(ev)
-			}
-		}
-	}
+	in.publish(fx.events)
 	return errors.Join(errs...)
+}
+
+// publish queues events for onEvent (faultsChanged is for hooks only).
+func (in *Instance) publish(events []Event) {
+	pub := make([]Event, 0, len(events))
+	for _, ev := range events {
+		if ev.Kind != faultsChanged {
+			pub = append(pub, ev)
+		}
+	}
+	if len(pub) == 0 {
+		return
+	}
+	if !in.evAsync.Load() {
+		for _, ev := range pub {
+			in.deliver(ev)
+		}
+		return
+	}
+	in.evmu.Lock()
+	in.evq = append(in.evq, pub...)
+	if len(in.evq) > 1000 {
+		in.log.Warn("event consumer is slow", "queued", len(in.evq))
+	}
+	in.evmu.Unlock()
+	select {
+	case in.evWake <- struct{}{}:
+	default:
+	}
+}
+
+// runHooks gives a step's events to the sync-group hooks.
+func (in *Instance) runHooks(events []Event) {
+	if len(events) == 0 {
+		return
+	}
+	in.mu.Lock()
+	hooks := in.hooks
+	in.mu.Unlock()
+	for _, h := range hooks {
+		for _, ev := range events {
+			in.safely(h, ev)
+		}
+	}
 }
 
 // dispatch delivers queued events until stop is closed and the queue is empty.
@@ -624,19 +667,18 @@ func (in *Instance) safely(f func(Event), ev Event) {
 // force moves a running Backup to Master or a Master to Backup on behalf
 // of a sync group; other states are left alone.
 func (in *Instance) force(to State, reason string) {
-	in.mu.Lock()
-	var fx effects
-	if in.running {
+	in.step(func(fx *effects) {
+		if !in.running {
+			return
+		}
 		switch {
 		case to == Master && in.state == Backup:
-			in.becomeMaster(&fx, reason)
+			in.becomeMaster(fx, reason)
 		case to == Backup && in.state == Master:
 			in.masterAddr, in.masterPrio = netip.Addr{}, 0
-			in.becomeBackup(&fx, reason)
+			in.becomeBackup(fx, reason, netip.Addr{})
 		}
-	}
-	in.mu.Unlock()
-	in.apply(fx)
+	})
 }
 
 func (in *Instance) addHook(h func(Event)) {
@@ -683,7 +725,9 @@ func (in *Instance) masterDown() time.Duration {
 	return time.Duration(in.cfg.DownAdverts)*in.masterInterval + in.skew()
 }
 
-func (in *Instance) transition(fx *effects, to State, reason string) {
+// transition changes the state and records the event; peer is the
+// sender of the advert that caused it, if one did.
+func (in *Instance) transition(fx *effects, to State, reason string, peer netip.Addr) {
 	from := in.state
 	if from == to {
 		return
@@ -696,7 +740,7 @@ func (in *Instance) transition(fx *effects, to State, reason string) {
 	in.lowerSince = time.Time{}
 	in.c.Transitions++
 	ev := Event{Kind: Transition, Instance: in.cfg.Name, VRID: in.cfg.VRID, From: from, To: to, Reason: reason,
-		Priority: in.prio, MasterAddr: in.masterAddr, MasterPriority: in.masterPrio, Time: in.since}
+		Priority: in.prio, MasterAddr: in.masterAddr, MasterPriority: in.masterPrio, Peer: peer, Time: in.since}
 	if to == Master {
 		ev.MasterAddr, ev.MasterPriority = in.local, in.prio
 	}
@@ -707,7 +751,7 @@ func (in *Instance) transition(fx *effects, to State, reason string) {
 // startup is the Startup event of RFC 5798 6.4.1 (also used when a fault clears).
 func (in *Instance) startup(fx *effects, reason string) {
 	if len(in.faults) > 0 {
-		in.transition(fx, Fault, "fault: "+strings.Join(in.faultList(), ", "))
+		in.transition(fx, Fault, "fault: "+strings.Join(in.faultList(), ", "), netip.Addr{})
 		return
 	}
 	in.masterAddr, in.masterPrio = netip.Addr{}, 0
@@ -721,7 +765,7 @@ func (in *Instance) startup(fx *effects, reason string) {
 		d = rest
 	}
 	in.armTimer(d, in.downTimer, true)
-	in.transition(fx, Backup, reason)
+	in.transition(fx, Backup, reason, netip.Addr{})
 }
 
 func (in *Instance) faultList() []string {
@@ -736,17 +780,23 @@ func (in *Instance) faultList() []string {
 func (in *Instance) becomeMaster(fx *effects, reason string) {
 	fx.master = true
 	in.advertiseNow(fx)
-	in.transition(fx, Master, reason)
+	in.transition(fx, Master, reason, netip.Addr{})
 }
 
 // advertiseNow sends an advert at once and restarts the periodic ones
-// from it, the next an interval later: by the pacer when there is one,
-// else by the advert timer.
+// from it (scheduleAdverts, once the advert is out). The pending timer
+// (a down timer, or the old schedule) is cancelled now.
 func (in *Instance) advertiseNow(fx *effects) {
-	a := in.advert(in.prio)
-	fx.send = append(fx.send, a)
+	fx.send = append(fx.send, in.advert(in.prio))
+	fx.schedule = true
+	in.cancelTimer()
+}
+
+// scheduleAdverts starts the periodic adverts, the next an interval from
+// now: by the pacer when there is one, else by the advert timer.
+func (in *Instance) scheduleAdverts() {
 	if in.pc != nil {
-		err := in.pc.Pace(a, in.cfg.Interval, paceLease)
+		err := in.pc.Pace(in.advert(in.prio), in.cfg.Interval, paceLease)
 		if err == nil {
 			in.paced = true
 			in.armTimer(paceRenew, in.renewTimer, false)
@@ -767,14 +817,15 @@ func (in *Instance) stopPacing() {
 	}
 }
 
-func (in *Instance) becomeBackup(fx *effects, reason string) {
+func (in *Instance) becomeBackup(fx *effects, reason string, peer netip.Addr) {
 	in.armTimer(in.masterDown(), in.downTimer, true)
-	in.transition(fx, Backup, reason)
+	in.transition(fx, Backup, reason, peer)
 }
 
-// armTimer replaces the pending timer. A callback of a replaced timer that
-// already started finds its generation stale and does nothing.
-func (in *Instance) armTimer(d time.Duration, f func(), precise bool) {
+// armTimer replaces the pending timer; when it fires, f is a step. A
+// callback of a replaced timer that already started finds its generation
+// stale and does nothing.
+func (in *Instance) armTimer(d time.Duration, f func(fx *effects), precise bool) {
 	in.cancelTimer()
 	in.downReason = "master down timer expired"
 	in.inGrace = false
@@ -787,13 +838,13 @@ func (in *Instance) armTimer(d time.Duration, f func(), precise bool) {
 		after = func(d time.Duration, f func()) Timer { return clock.AfterFuncPrecise(in.clk, d, f) }
 	}
 	in.timer = after(d, func() {
-		in.mu.Lock()
-		if in.timerGen != gen || !in.running {
-			in.mu.Unlock()
-			return
-		}
-		in.timer = nil
-		f() // unlocks
+		in.step(func(fx *effects) {
+			if in.timerGen != gen || !in.running {
+				return
+			}
+			in.timer = nil
+			f(fx)
+		})
 	})
 }
 
@@ -805,9 +856,8 @@ func (in *Instance) cancelTimer() {
 	}
 }
 
-// downTimer: Master_Down_Timer fired (called locked; unlocks).
-func (in *Instance) downTimer() {
-	var fx effects
+// downTimer: Master_Down_Timer fired.
+func (in *Instance) downTimer(fx *effects) {
 	if in.state == Backup {
 		// Fired late: this process was not running (a descheduled VM,
 		// keepalived's "thread timer expired" of pain point 8), and the
@@ -821,18 +871,14 @@ func (in *Instance) downTimer() {
 			reason := in.downReason
 			in.armTimer(g, in.downTimer, true)
 			in.inGrace, in.downReason = true, reason
-			in.mu.Unlock()
 			return
 		}
-		in.becomeMaster(&fx, in.downReason)
+		in.becomeMaster(fx, in.downReason)
 	}
-	in.mu.Unlock()
-	in.apply(fx)
 }
 
-// adverTimer: Adver_Timer fired (called locked; unlocks).
-func (in *Instance) adverTimer() {
-	var fx effects
+// adverTimer: Adver_Timer fired.
+func (in *Instance) adverTimer(fx *effects) {
 	if in.state == Master {
 		fx.send = append(fx.send, in.advert(in.prio))
 		// Keep to the schedule: a timer that fired late must not push every
@@ -846,13 +892,10 @@ func (in *Instance) adverTimer() {
 		}
 		in.armTimer(next, in.adverTimer, false)
 	}
-	in.mu.Unlock()
-	in.apply(fx)
 }
 
-// renewTimer: renew the pacer's lease (called locked; unlocks).
-func (in *Instance) renewTimer() {
-	var fx effects
+// renewTimer: renew the pacer's lease.
+func (in *Instance) renewTimer(fx *effects) {
 	if in.state == Master && in.paced {
 		ps := in.pc.PacedStats()
 		if ps.Errors > in.pacedErrors {
@@ -866,11 +909,9 @@ func (in *Instance) renewTimer() {
 			// paceLease. Advertise at once and start again.
 			in.c.LapsedLeases++
 			in.log.Warn("advert pacer lease ran out (the process did not run); advertising again", "lease", paceLease)
-			in.advertiseNow(&fx)
+			in.advertiseNow(fx)
 		}
 	}
-	in.mu.Unlock()
-	in.apply(fx)
 }
 
 func (in *Instance) countDrop(r DropReason, detail string, p Packet) {
@@ -882,15 +923,11 @@ func (in *Instance) countDrop(r DropReason, detail string, p Packet) {
 
 // receive is the transport's handler.
 func (in *Instance) receive(p Packet) {
-	in.mu.Lock()
-	if !in.running {
-		in.mu.Unlock()
-		return
-	}
-	var fx effects
-	in.receiveLocked(&fx, p)
-	in.mu.Unlock()
-	in.apply(fx)
+	in.step(func(fx *effects) {
+		if in.running {
+			in.receiveLocked(fx, p)
+		}
+	})
 }
 
 func (in *Instance) receiveLocked(fx *effects, p Packet) {
@@ -968,7 +1005,7 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 	case Master:
 		if a.Priority == 0 {
 			// Another master resigned: make sure the backups hear us now.
-			in.advertiseNow(fx)
+			in.answer(fx, now)
 			return
 		}
 		if a.Priority > in.prio || (a.Priority == in.prio && src.Compare(in.local) > 0) {
@@ -981,13 +1018,12 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 			if in.cfg.Version == 3 {
 				in.masterInterval = a.Interval
 			}
-			in.becomeBackup(fx, fmt.Sprintf("higher priority master %s (priority %d)", src, a.Priority))
-			fx.events[len(fx.events)-1].Peer = src
+			in.becomeBackup(fx, fmt.Sprintf("higher priority master %s (priority %d)", src, a.Priority), src)
 			return
 		}
-		// A lower-priority master: a split brain is healing. Answer at
-		// once so it steps down, and re-announce our VIPs (rate limited).
-		in.advertiseNow(fx)
+		// A lower-priority master: a split brain is healing. Answer so it
+		// steps down, and re-announce our VIPs (rate limited).
+		in.answer(fx, now)
 		// At most one per second while the same node keeps sending, but
 		// always for a new episode (silence of 3 intervals before: a
 		// partition that healed) so a short split brain is never missed.
@@ -1001,6 +1037,19 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 				Reason: fmt.Sprintf("lower priority master %s (priority %d)", src, a.Priority)})
 		}
 	}
+}
+
+// answer sends an advert at once to another master (a lower-priority one,
+// or one that resigned), at most once per advert interval: every such
+// advert could be spoofed, and answering each one made a flood of them a
+// flood of ours. Our own schedule goes on meanwhile.
+func (in *Instance) answer(fx *effects, now time.Time) {
+	if !in.lastAnswer.IsZero() && now.Sub(in.lastAnswer) < in.cfg.Interval {
+		in.c.AnswersSkipped++
+		return
+	}
+	in.lastAnswer = now
+	in.advertiseNow(fx)
 }
 
 // shouldAccept says whether a backup takes a (non-zero priority) advert as

@@ -96,7 +96,7 @@ func TestPacedMaster(t *testing.T) {
 	r, pt := pacedRig(t, Config{Priority: 100, Interval: iv})
 	r.clk.Advance(mdi(100, iv))
 	r.want(Master)
-	wantOps(t, "becoming master", pt.take(), "pace 100", "send 100")
+	wantOps(t, "becoming master", pt.take(), "send 100", "pace 100")
 	r.clk.Advance(paceRenew - time.Millisecond)
 	wantOps(t, "first second", pt.take()) // no advert from a timer
 	r.clk.Advance(time.Millisecond)
@@ -105,7 +105,7 @@ func TestPacedMaster(t *testing.T) {
 	wantOps(t, "two more seconds", pt.take(), "renew", "renew")
 
 	r.in.SetPriority(120)
-	wantOps(t, "new priority", pt.take(), "pace 120", "send 120")
+	wantOps(t, "new priority", pt.take(), "send 120", "pace 120")
 
 	pt.stats = pacer.Stats{Sent: 250, Errors: 2}
 	if c := r.in.Status().Counters; c.AdvertsSent != 250+2 || c.SendErrors != 2 {
@@ -160,7 +160,7 @@ func TestPacedLeaseLapsed(t *testing.T) {
 	pt.take()
 	pt.renewOK = false
 	r.clk.Advance(paceRenew)
-	wantOps(t, "lapsed", pt.take(), "renew", "pace 100", "send 100")
+	wantOps(t, "lapsed", pt.take(), "renew", "send 100", "pace 100")
 	if n := r.in.Status().Counters.LapsedLeases; n != 1 {
 		t.Fatalf("LapsedLeases = %d", n)
 	}
@@ -178,7 +178,7 @@ func TestUnpacedFallbacks(t *testing.T) {
 		pt.paceErr = errors.New("pacer: not available")
 		r.clk.Advance(mdi(100, iv))
 		r.want(Master)
-		wantOps(t, "becoming master", pt.take(), "pace 100", "send 100")
+		wantOps(t, "becoming master", pt.take(), "send 100", "pace 100")
 		r.clk.Advance(5 * iv)
 		wantOps(t, "by timer", pt.take(), "send 100", "send 100", "send 100", "send 100", "send 100")
 		r.in.SetPriority(110)
@@ -210,7 +210,7 @@ func TestPacedMasterAnswers(t *testing.T) {
 			pt.take()
 			r.fromI(peerL, tc.prio, iv)
 			r.want(Master)
-			wantOps(t, "answer", pt.take(), "pace 100", "send 100")
+			wantOps(t, "answer", pt.take(), "send 100", "pace 100")
 			r.clk.Advance(paceRenew)
 			wantOps(t, "a second later", pt.take(), "renew")
 		})

@@ -211,7 +211,7 @@ func TestSyncGroupFollows(t *testing.T) {
 // one member moves the whole group to the other director and back.
 func TestSyncGroupFault(t *testing.T) {
 	clk := newFakeClock()
-	b := &bus{}
+	b := &bus{clk: clk}
 	type node struct{ ext, gw *rig }
 	mk := func(addr string, prio uint8) node {
 		n := node{
