@@ -101,6 +101,13 @@ type sender interface {
 	close()
 }
 
+// preparer is a sender that can open its sockets before the first round
+// (packetSender; the unit tests' recorder need not).
+type preparer interface {
+	// prepare opens what announcing addr on ifname needs, if not open.
+	prepare(ifname string, addr netip.Addr) error
+}
+
 // Announcer sends gratuitous ARP and unsolicited neighbour
 // advertisements for a set of VIPs, in rounds scheduled on its Clock.
 // Every round runs with the lock held and checks it is still wanted, so
@@ -123,8 +130,9 @@ type Announcer struct {
 	stats        AnnounceStats
 }
 
-// NewAnnouncer checks cfg and returns a stopped Announcer; it opens no
-// socket until the first round.
+// NewAnnouncer checks cfg and returns a stopped Announcer with its
+// sockets open, so that Start needs no new file descriptor. A socket that
+// cannot be opened yet (no such interface) is opened at the first round.
 func NewAnnouncer(cfg AnnouncerConfig) (*Announcer, error) {
 	if err := cfg.AnnounceConfig.Validate(); err != nil {
 		return nil, err
@@ -153,7 +161,26 @@ func newAnnouncer(cfg AnnouncerConfig, s sender) *Announcer {
 	if a.log == nil {
 		a.log = slog.Default()
 	}
+	a.mu.Lock()
+	a.prepareLocked()
+	a.mu.Unlock()
 	return a
+}
+
+// prepareLocked opens the sockets the targets need, ahead of a takeover:
+// opening one then costs a file descriptor (more for the namespace switch
+// and the interface lookup) that a process short of them would not get,
+// and no GARP would leave. Failures are logged; the round retries.
+func (a *Announcer) prepareLocked() {
+	p, ok := a.send.(preparer)
+	if !ok {
+		return
+	}
+	for _, v := range a.targets {
+		if err := p.prepare(v.Interface, v.Prefix.Addr()); err != nil {
+			a.log.Warn("announcement socket not opened ahead; trying again at takeover", "vip", v.String(), "err", err)
+		}
+	}
 }
 
 // Start begins announcing: the first round is sent before Start returns,
@@ -218,6 +245,9 @@ func (a *Announcer) reconfigure(cfg AnnounceConfig, vips []VIP) {
 	vipsChanged := !slices.Equal(vips, a.targets)
 	a.cfg = cfg
 	a.targets = slices.Clone(vips)
+	if vipsChanged {
+		a.prepareLocked() // a VIP on a new interface needs its socket now
+	}
 	if !a.active {
 		return
 	}
@@ -246,12 +276,20 @@ func (a *Announcer) reconfigure(cfg AnnounceConfig, vips []VIP) {
 
 // Stop cancels every pending round. When it returns no round is running
 // and none will run until Start. The sockets stay open for the next
-// Start; Close releases them.
+// Start, and one closed after a failed send is opened again here, before
+// the next takeover needs it; Close releases them.
 func (a *Announcer) Stop() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.stopLocked() {
+		a.prepareLocked()
+	}
+}
+
+// stopLocked cancels the rounds and reports whether a was active.
+func (a *Announcer) stopLocked() bool {
 	if !a.active {
-		return
+		return false
 	}
 	a.active = false
 	a.stats.Active = false
@@ -264,13 +302,14 @@ func (a *Announcer) Stop() {
 		}
 	}
 	a.roundTimer, a.refreshTimer = nil, nil
+	return true
 }
 
 // Close stops the Announcer and closes its sockets.
 func (a *Announcer) Close() {
-	a.Stop()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.stopLocked()
 	a.send.close()
 }
 

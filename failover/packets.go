@@ -16,11 +16,13 @@ import (
 )
 
 // packetSender sends gratuitous ARP and unsolicited NA on real sockets,
-// one of each kind per interface, opened on first use in ns and kept
-// until close (they receive nothing, and closing a packet socket waits
-// for an RCU grace period: ~10 ms that would delay every transition to
-// backup). It is used with the Announcer's lock held, so it needs no
-// lock of its own.
+// one of each kind per interface, opened in ns by prepare when the
+// Announcer is made (or, failing that, on first use) and kept until close:
+// a takeover must not need a new file descriptor, which a process short
+// of them would not get, and closing a packet socket waits for an RCU
+// grace period (~10 ms that would delay every transition to backup). They
+// receive nothing. It is used with the Announcer's lock held, so it needs
+// no lock of its own.
 type packetSender struct {
 	ns  *netns.NsHandle
 	arp map[string]*arp.Client
@@ -47,6 +49,18 @@ var dropAll = func() []bpf.RawInstruction {
 
 func newPacketSender(ns *netns.NsHandle) *packetSender {
 	return &packetSender{ns: ns, arp: map[string]*arp.Client{}, ndp: map[string]*ndpConn{}}
+}
+
+// prepare opens the socket that announcing addr on ifname needs, unless
+// it is open already.
+func (s *packetSender) prepare(ifname string, addr netip.Addr) error {
+	var err error
+	if addr.Is4() {
+		_, err = s.arpClient(ifname)
+	} else {
+		_, err = s.ndpConn(ifname)
+	}
+	return err
 }
 
 func (s *packetSender) announce(ifname string, addr netip.Addr, router bool) (int, error) {
