@@ -45,8 +45,11 @@ type ClaimStatus struct {
 	VIPsAdded time.Time
 	VIPs      []VIPStatus
 	Restored  uint64 // VIPs the watcher put back after someone removed them
-	Announce  AnnounceStats
-	Notify    NotifyStats
+	// Evicted counts VIPs the watcher removed because they were present
+	// while this director was not master.
+	Evicted  uint64
+	Announce AnnounceStats
+	Notify   NotifyStats
 }
 
 // Claimer claims and gives up the VIPs of one instance: netlink
@@ -300,7 +303,7 @@ func (c *Claimer) Status() ClaimStatus {
 	c.mu.Lock()
 	s := ClaimStatus{Instance: c.cfg.Instance, State: c.state, Last: c.last, LastAt: c.lastAt, Master: c.master, VIPsAdded: c.vipsAdded}
 	c.mu.Unlock()
-	s.VIPs, s.Restored = c.vips.status()
+	s.VIPs, s.Restored, s.Evicted = c.vips.status()
 	s.Announce = c.ann.Stats()
 	s.Notify = c.notifier.Stats()
 	return s

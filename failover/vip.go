@@ -108,6 +108,7 @@ type vipSet struct {
 	index    []int   // link index each VIP was last added on
 	errs     []error // last add error of each VIP
 	restored uint64  // VIPs the watcher had to put back
+	evicted  uint64  // VIPs the watcher took away: present while not held
 }
 
 func newVIPSet(h *netlink.Handle, vips []VIP, log *slog.Logger) *vipSet {
@@ -285,12 +286,12 @@ func (s *vipSet) list(link netlink.Link) ([]netlink.Addr, error) {
 	return nil, fmt.Errorf("list addresses of %s: %w", link.Attrs().Name, err)
 }
 
-// removedBy handles a deleted address: if it is one of ours and we hold
-// the VIPs, put it back.
-func (s *vipSet) removedBy(u netlink.AddrUpdate) {
-	if u.NewAddr {
-		return
-	}
+// changed handles an address update. While the VIPs are held, one of
+// ours that was deleted is put back. While they are not, one of ours that
+// appears on its interface is taken away: a director that is not master
+// holds no VIP, whoever added it (a claim that lost a race with a
+// step-down, or a hand).
+func (s *vipSet) changed(u netlink.AddrUpdate) {
 	ip, ok := netip.AddrFromSlice(u.LinkAddress.IP)
 	if !ok {
 		return
@@ -298,29 +299,46 @@ func (s *vipSet) removedBy(u netlink.AddrUpdate) {
 	ip = ip.Unmap()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.held {
-		return
+	if s.held == u.NewAddr {
+		return // held and added, or not held and deleted: as it should be
 	}
 	links := map[string]netlink.Link{}
 	for i, v := range s.vips {
-		if v.Prefix.Addr() != ip || (s.index[i] != 0 && s.index[i] != u.LinkIndex) {
+		if v.Prefix.Addr() != ip {
 			continue
 		}
-		s.restoreLocked(i, links)
+		if !u.NewAddr && (s.index[i] == 0 || s.index[i] == u.LinkIndex) {
+			s.restoreLocked(i, links)
+		}
+		if u.NewAddr {
+			s.evictLocked([]VIP{v})
+		}
 	}
 }
 
-// resync puts back every held VIP that is missing (after a lost
-// subscription, or periodically as a safety net).
+// resync makes the interfaces match the held flag (after a lost
+// subscription, or periodically as a safety net): every held VIP
+// present, none present while not held.
 func (s *vipSet) resync() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.held {
+		s.evictLocked(s.vips)
 		return
 	}
 	links := map[string]netlink.Link{}
 	for i := range s.vips {
 		s.restoreLocked(i, links)
+	}
+}
+
+// evictLocked removes those of vips present on their interfaces while
+// not held, counting and logging each.
+func (s *vipSet) evictLocked(vips []VIP) {
+	removed, err := s.removeLocked(vips, "VIP present while not master; removed it")
+	s.evicted += uint64(len(removed))
+	if err != nil {
+		s.log.Error("VIP present while not master and cannot be removed", "err", err)
 	}
 }
 
@@ -336,8 +354,9 @@ func (s *vipSet) restoreLocked(i int, links map[string]netlink.Link) {
 	}
 }
 
-// status reports each VIP and whether we hold it.
-func (s *vipSet) status() ([]VIPStatus, uint64) {
+// status reports each VIP and whether we hold it, and how many the
+// watcher put back and took away.
+func (s *vipSet) status() ([]VIPStatus, uint64, uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]VIPStatus, len(s.vips))
@@ -347,7 +366,7 @@ func (s *vipSet) status() ([]VIPStatus, uint64) {
 			out[i].Error = s.errs[i].Error()
 		}
 	}
-	return out, s.restored
+	return out, s.restored, s.evicted
 }
 
 // VIPStatus is one VIP as a Claimer sees it.

@@ -57,7 +57,7 @@ func (s *vipSet) follow(ctx context.Context, ch <-chan netlink.AddrUpdate, faile
 			if !ok {
 				return
 			}
-			s.removedBy(u)
+			s.changed(u)
 		case err := <-failed:
 			s.log.Warn("address watch broke; resubscribing", "err", err)
 			return
