@@ -13,10 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vigil-lb/vigil/cluster"
 	"github.com/vigil-lb/vigil/config"
+	"github.com/vigil-lb/vigil/failover"
 	"github.com/vigil-lb/vigil/healthcheck"
 	"github.com/vigil-lb/vigil/ipvs"
 	"github.com/vigil-lb/vigil/vrrp"
@@ -33,6 +35,10 @@ type Options struct {
 	IPVS ipvs.Backend
 	// SkipPrivilegeCheck lets tests run parts without root.
 	SkipPrivilegeCheck bool
+	// VIPRecord is a file where the daemon records the VIPs it may hold
+	// (failover.WriteRecord), so that the next start removes them even if
+	// the site file no longer loads; "": none.
+	VIPRecord string
 }
 
 // StartError is an error that stops the daemon before it runs. Config is
@@ -84,6 +90,8 @@ type Daemon struct {
 
 	ch    *cluster.Channel
 	demux *vrrp.GossipDemux
+
+	elections atomic.Int64 // elections running (vrrp Run not returned)
 }
 
 // New loads the site file and checks that this machine can run it. It
@@ -213,6 +221,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); d.reconcileLoop(runCtx) }()
 	}
 
+	d.recordVIPs()
 	if err := d.startInstances(runCtx, site.Instances); err != nil {
 		d.stopAll()
 		return err
@@ -228,6 +237,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Wait()
 	log.Info("stopped")
 	return nil
+}
+
+// recordVIPs writes every VIP this director may hold to the VIP record,
+// before any can be claimed.
+func (d *Daemon) recordVIPs() {
+	if d.opts.VIPRecord == "" {
+		return
+	}
+	d.mu.Lock()
+	var vips []failover.VIP
+	for i := range d.site.Instances {
+		vips = append(vips, claimerConfig(&d.site.Instances[i], d.me).VIPs...)
+	}
+	d.mu.Unlock()
+	if err := failover.WriteRecord(d.opts.VIPRecord, vips); err != nil {
+		d.log.Warn("VIP record not written: a crash followed by a site file that does not load would leave stale VIPs", "error", err)
+	}
 }
 
 // stopAll is the graceful stop, in keepalived's order.

@@ -71,7 +71,7 @@ func startDaemon(t *testing.T, h *netlab.Host, bin, site, dir string) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.cmd = h.Command(context.Background(), bin, "run", "-c", site, "--node", h.Name, "--socket", d.sock, "-log-level", "debug")
+	d.cmd = h.Command(context.Background(), bin, "run", "-c", site, "--node", h.Name, "--socket", d.sock, "--state-dir", dir, "-log-level", "debug")
 	d.cmd.Stdout, d.cmd.Stderr = f, f
 	d.cmd.Env = append(os.Environ(), "VIGIL_NODE="+h.Name)
 	if err := d.cmd.Start(); err != nil {

@@ -3,6 +3,9 @@ package director
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -26,6 +29,12 @@ type instance struct {
 	basePrio uint8
 	held     bool // a handover holds it out of the election
 	last     vrrp.Event
+
+	// claimMu orders every change of the claimer's master/backup state:
+	// the election's BeforeMaster, the events, and the guard's repairs.
+	claimMu sync.Mutex
+	applied atomic.Uint64 // Transition events applied to the claimer
+	repairs atomic.Uint64 // times the guard found the claimer out of step and fixed it
 }
 
 // startInstances builds every instance (transport, claimer, election),
@@ -114,6 +123,8 @@ func (d *Daemon) buildInstance(ctx context.Context, cfg *config.Instance) (*inst
 	vc.BeforeMaster = func() {
 		bctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
+		in.claimMu.Lock()
+		defer in.claimMu.Unlock()
 		if err := claim.BecomeMaster(bctx); err != nil {
 			log.Error("claim VIPs before the first advert", "error", err)
 		}
@@ -136,12 +147,15 @@ func (d *Daemon) runInstance(ctx context.Context, in *instance) {
 	in.cancel = cancel
 	log := d.log.With("instance", in.cfg.Name)
 	go d.work(ictx, in)
+	d.elections.Add(1)
 	go func() {
 		defer close(in.runDone)
+		defer d.elections.Add(-1)
 		if err := in.vrrp.Run(ictx); err != nil {
 			log.Error("election stopped", "error", err)
 		}
 	}()
+	go d.guard(ictx, in, log)
 	if len(in.cfg.TrackInterfaces) > 0 {
 		var tracks []vrrp.InterfaceTrack
 		for _, t := range in.cfg.TrackInterfaces {
@@ -202,10 +216,13 @@ func (d *Daemon) apply(in *instance, ev vrrp.Event, log interface {
 		d.mu.Lock()
 		in.last = ev
 		d.mu.Unlock()
+		in.claimMu.Lock()
 		err := in.claim.Transition(ctx, failover.Transition{
 			Instance: in.cfg.Name, From: failoverState(ev.From), To: failoverState(ev.To),
 			Priority: int(ev.Priority), Reason: ev.Reason,
 		})
+		in.applied.Add(1)
+		in.claimMu.Unlock()
 		if err != nil {
 			log.Error("apply transition", "error", err)
 		}
@@ -216,6 +233,67 @@ func (d *Daemon) apply(in *instance, ev vrrp.Event, log interface {
 			log.Info("re-announcing VIPs: a lower-priority master was heard", "other", ev.Peer.String())
 		}
 	}
+}
+
+// guard checks, all the time, the invariant the VIPs rest on: the
+// claimer holds the VIPs exactly while the election is master. The
+// events keep the two in step; the guard repairs whatever slips between
+// them (a lost or reordered event, a claim that failed), whatever the
+// order of events. A mismatch while transitions are still being applied
+// is normal and left to the worker; one seen twice with nothing in
+// flight, or one that outlives a stuck worker, is repaired.
+func (d *Daemon) guard(ctx context.Context, in *instance, log *slog.Logger) {
+	every := min(max(in.cfg.AdvertInterval.Duration, 100*time.Millisecond), time.Second)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	seen := 0 // consecutive ticks with a mismatch
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-in.runDone:
+			return
+		case <-tick.C:
+		}
+		st := in.vrrp.Status()
+		mismatch := (st.State == vrrp.Master) != in.claim.Status().Master
+		if !mismatch {
+			seen = 0
+			continue
+		}
+		seen++
+		idle := in.applied.Load() == st.Counters.Transitions
+		if (idle && seen >= 2) || seen >= 10 {
+			d.repair(ctx, in, log)
+			seen = 0
+		}
+	}
+}
+
+// repair makes the claimer follow the election's state now.
+func (d *Daemon) repair(ctx context.Context, in *instance, log *slog.Logger) {
+	in.claimMu.Lock()
+	defer in.claimMu.Unlock()
+	state := in.vrrp.State()
+	master := state == vrrp.Master
+	if master == in.claim.Status().Master {
+		return // the worker caught up meanwhile
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	in.repairs.Add(1)
+	var err error
+	if master {
+		log.Error("invariant broken: master without its VIPs; claiming them", "state", state.String())
+		err = in.claim.BecomeMaster(rctx)
+	} else {
+		log.Error("invariant broken: VIPs held while not master; releasing them", "state", state.String())
+		err = in.claim.Release(rctx)
+	}
+	if err != nil {
+		log.Error("repair VIPs", "error", err)
+	}
+	d.publish()
 }
 
 // stop ends an instance: graceful sends a priority-0 advert if master.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"time"
 
@@ -76,8 +77,11 @@ func (d *Daemon) reload() error {
 		newByName[site.Instances[i].Name] = &site.Instances[i]
 	}
 	var restart, add []config.Instance
+	// A copy: removeInstance deletes from d.instances, and the "added"
+	// loop below must still see what was running before this reload, or
+	// a restarted instance would be started a second time.
 	d.mu.Lock()
-	running := d.instances
+	running := maps.Clone(d.instances)
 	d.mu.Unlock()
 	for name, in := range running {
 		ncfg, ok := newByName[name]
@@ -119,6 +123,7 @@ func (d *Daemon) reload() error {
 	d.me = me
 	d.vss = vss
 	d.mu.Unlock()
+	d.recordVIPs() // before a new VIP can be claimed
 	if err := d.startInstances(ctx, append(restart, add...)); err != nil {
 		d.log.Error("reload: start instances", "error", err)
 	}

@@ -20,6 +20,13 @@ type Status struct {
 	LastReload time.Time `json:"last_reload,omitzero"`
 	ReloadErr  string    `json:"last_reload_error,omitempty"`
 	IPVS       string    `json:"ipvs"` // "kernel", "absent (VIP-only site)", ...
+	// Elections is how many VRRP elections run in this process: one per
+	// instance, never more (a reload that restarts one replaces it).
+	Elections int `json:"elections_running"`
+	// Goroutines and OpenFDs are the process's own: both stay flat on a
+	// healthy director, whatever it is asked to do.
+	Goroutines int `json:"goroutines"`
+	OpenFDs    int `json:"open_fds"`
 
 	Instances      []InstanceStatus `json:"instances"`
 	VirtualServers []VSStatus       `json:"virtual_servers"`
@@ -53,6 +60,15 @@ type InstanceStatus struct {
 	FirstGARP    time.Time         `json:"first_garp,omitzero"`
 	GARPSent     uint64            `json:"garp_sent"`
 	HandoverHeld bool              `json:"handover_held,omitempty"`
+	// AnswersSkipped counts adverts of other masters not answered (at
+	// most one answer per advert interval).
+	AnswersSkipped uint64 `json:"answers_skipped"`
+	// Repairs counts times the guard found the VIPs out of step with the
+	// election and fixed them; VIPsEvicted counts VIPs removed because
+	// they were present while this director was not master. Both stay 0
+	// in a healthy director.
+	Repairs     uint64 `json:"invariant_repairs"`
+	VIPsEvicted uint64 `json:"vips_evicted"`
 }
 
 // VSStatus is one virtual server: IPVS's view and the checks'.

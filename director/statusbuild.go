@@ -3,6 +3,8 @@ package director
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
 	"sort"
 	"time"
 
@@ -18,6 +20,7 @@ func (d *Daemon) Status() Status {
 	s := Status{
 		Site: site.Settings.Name, Node: me.Name, ConfigPath: d.opts.ConfigPath, Digest: site.Digest(),
 		Started: d.started, LastReload: d.lastReload, ReloadErr: d.reloadErr, Reconcile: d.recStat,
+		Elections: int(d.elections.Load()), Goroutines: runtime.NumGoroutine(), OpenFDs: countOpenFDs(),
 	}
 	for _, w := range d.warnings {
 		s.Warnings = append(s.Warnings, w)
@@ -70,7 +73,8 @@ func (d *Daemon) Status() Status {
 			Interval: cfg.AdvertInterval.Duration, Transport: cfg.Transport, Since: vs.Since,
 			AdvertsSent: vs.Counters.AdvertsSent, AdvertsRecv: vs.Counters.AdvertsReceived,
 			Transitions: vs.Counters.Transitions, FirstGARP: cs.Announce.FirstSent, GARPSent: cs.Announce.Sent,
-			HandoverHeld: in.held,
+			HandoverHeld:   in.held,
+			AnswersSkipped: vs.Counters.AnswersSkipped, Repairs: in.repairs.Load(), VIPsEvicted: cs.Evicted,
 		}
 		if vs.MasterAddr.IsValid() {
 			is.MasterAddr = vs.MasterAddr.String()
@@ -191,4 +195,13 @@ func (d *Daemon) Status() Status {
 		}
 	}
 	return s
+}
+
+// countOpenFDs counts this process's open file descriptors (-1: unknown).
+func countOpenFDs() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(ents) - 1 // the directory being read
 }

@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/vigil-lb/vigil/director"
+	"github.com/vigil-lb/vigil/failover"
 )
 
 func init() {
@@ -29,6 +31,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	sock := fs.String("socket", "", "control socket (default: the site's control_socket)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	jsonLog := fs.Bool("log-json", false, "log JSON lines instead of text")
+	stateDir := fs.String("state-dir", "/run/vigil", "runtime directory: the VIPs this director may hold are recorded there and removed at the next start (\"\": none)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -60,7 +63,20 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	d, err := director.New(director.Options{ConfigPath: *cfgPath, Node: *node, Socket: *sock, Logger: log})
+	// Stale VIPs first, before anything that can fail: a director that
+	// crashed as master and now cannot load its site file must not keep
+	// answering for the VIPs while the peer holds them.
+	record := ""
+	if *stateDir != "" {
+		record = filepath.Join(*stateDir, *node+".vips")
+		if removed, err := failover.RemoveRecorded(record, nil, log.With("node", *node)); err != nil {
+			log.Warn("remove recorded stale VIPs", "record", record, "error", err)
+		} else if len(removed) > 0 {
+			log.Warn("removed stale VIPs recorded by an earlier run", "node", *node, "vips", fmt.Sprint(removed))
+		}
+	}
+
+	d, err := director.New(director.Options{ConfigPath: *cfgPath, Node: *node, Socket: *sock, Logger: log, VIPRecord: record})
 	if err != nil {
 		fmt.Fprintf(stderr, "vigil run: %v\n", err)
 		var se *director.StartError
