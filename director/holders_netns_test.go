@@ -41,14 +41,16 @@ type holderWatch struct {
 
 	mu       sync.Mutex
 	excluded bool      // a partition or a dead director: overlaps are expected
+	label    string    // what the test is doing now
 	since    time.Time // start of the current overlap (zero: none)
 	overlaps []time.Duration
+	labels   map[string]time.Duration // longest overlap per label
 	samples  int
 }
 
 func watchHolders(t *testing.T, hosts ...*netlab.Host) *holderWatch {
 	t.Helper()
-	w := &holderWatch{hosts: hosts, stop: make(chan struct{}), done: make(chan struct{})}
+	w := &holderWatch{hosts: hosts, stop: make(chan struct{}), done: make(chan struct{}), labels: map[string]time.Duration{}}
 	handles := make([]*netlink.Handle, len(hosts))
 	links := make([]netlink.Link, len(hosts))
 	for i, h := range hosts {
@@ -110,9 +112,32 @@ func (w *holderWatch) sample(now time.Time, holders int) {
 	case dual && w.since.IsZero():
 		w.since = now
 	case !dual && !w.since.IsZero():
-		w.overlaps = append(w.overlaps, now.Sub(w.since))
-		w.since = time.Time{}
+		w.record(now.Sub(w.since))
 	}
+}
+
+func (w *holderWatch) record(d time.Duration) {
+	w.overlaps = append(w.overlaps, d)
+	w.labels[w.label] = max(w.labels[w.label], d)
+	w.since = time.Time{}
+}
+
+// setLabel names what follows (an event of a soak), for the report.
+func (w *holderWatch) setLabel(l string) {
+	w.mu.Lock()
+	w.label = l
+	w.mu.Unlock()
+}
+
+// longestByLabel is the longest overlap seen under each label.
+func (w *holderWatch) longestByLabel() map[string]time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]time.Duration, len(w.labels))
+	for k, v := range w.labels {
+		out[k] = v
+	}
+	return out
 }
 
 // exclude starts (true) or ends a window in which two holders are
@@ -123,8 +148,7 @@ func (w *holderWatch) exclude(on bool) {
 	defer w.mu.Unlock()
 	w.excluded = on
 	if on && !w.since.IsZero() {
-		w.overlaps = append(w.overlaps, time.Since(w.since))
-		w.since = time.Time{}
+		w.record(time.Since(w.since))
 	}
 }
 
@@ -355,8 +379,9 @@ func TestNetnsSpoofedPriorityZero(t *testing.T) {
 		// Vary where in the advert cycle the takeover lands.
 		time.Sleep(time.Duration(150+i*7%100) * time.Millisecond)
 		if hasVIP(h2) && instanceState(t, d2) != "master" {
-			// Give the guard its two checks before calling it stuck.
-			time.Sleep(300 * time.Millisecond)
+			// Give the guard its two checks (500 ms apart at 100 ms
+			// adverts) before calling it stuck.
+			time.Sleep(1200 * time.Millisecond)
 			if hasVIP(h2) && instanceState(t, d2) != "master" {
 				stuck++
 			}

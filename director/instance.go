@@ -243,10 +243,13 @@ func (d *Daemon) apply(in *instance, ev vrrp.Event, log interface {
 // is normal and left to the worker; one seen twice with nothing in
 // flight, or one that outlives a stuck worker, is repaired.
 func (d *Daemon) guard(ctx context.Context, in *instance, log *slog.Logger) {
-	every := min(max(in.cfg.AdvertInterval.Duration, 100*time.Millisecond), time.Second)
+	// A few checks a second at most: the ordered steps and the VIP
+	// watcher's eviction do the real work; this is the safety net, and an
+	// idle director should not wake for it at every advert.
+	every := min(max(5*in.cfg.AdvertInterval.Duration, 250*time.Millisecond), time.Second)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	seen := 0 // consecutive ticks with a mismatch
+	var g guardState
 	for {
 		select {
 		case <-ctx.Done():
@@ -256,18 +259,36 @@ func (d *Daemon) guard(ctx context.Context, in *instance, log *slog.Logger) {
 		case <-tick.C:
 		}
 		st := in.vrrp.Status()
-		mismatch := (st.State == vrrp.Master) != in.claim.Status().Master
-		if !mismatch {
-			seen = 0
-			continue
-		}
-		seen++
-		idle := in.applied.Load() == st.Counters.Transitions
-		if (idle && seen >= 2) || seen >= 10 {
+		if g.observe(st.State == vrrp.Master, in.claim.Status().Master, in.applied.Load() == st.Counters.Transitions) {
 			d.repair(ctx, in, log)
-			seen = 0
 		}
 	}
+}
+
+// guardState is the guard's memory between checks.
+type guardState struct {
+	seen int // consecutive checks that found the claimer out of step
+}
+
+// guardPatience is how many checks a mismatch may last while the worker
+// still has transitions to apply (a stuck or lost event) before the guard
+// repairs it anyway.
+const guardPatience = 10
+
+// observe takes one check and says whether to repair now: a mismatch
+// seen on two checks in a row with no transition in flight, or one that
+// lasted guardPatience checks whatever is in flight.
+func (g *guardState) observe(electionMaster, claimerMaster, idle bool) bool {
+	if electionMaster == claimerMaster {
+		g.seen = 0
+		return false
+	}
+	g.seen++
+	if (idle && g.seen >= 2) || g.seen >= guardPatience {
+		g.seen = 0
+		return true
+	}
+	return false
 }
 
 // repair makes the claimer follow the election's state now.
@@ -318,7 +339,13 @@ func (in *instance) stop(ctx context.Context, graceful bool) {
 }
 
 func (in *instance) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Long enough for the final notify command: a superseded one gets
+	// SupersededGrace, then the last one its whole timeout.
+	timeout := in.cfg.NotifyTimeout.Duration
+	if timeout == 0 {
+		timeout = failover.DefaultNotifyTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+failover.SupersededGrace+time.Second)
 	defer cancel()
 	_ = in.claim.Close(ctx)
 	_ = in.tr.Close()

@@ -65,9 +65,9 @@ type NotifyCommand struct {
 // DefaultNotifyTimeout bounds one notify command.
 const DefaultNotifyTimeout = 30 * time.Second
 
-// supersededGrace is how long a command may still run once Close was
+// SupersededGrace is how long a command may still run once Close was
 // called while a later transition waits behind it (see Close).
-const supersededGrace = 2 * time.Second
+const SupersededGrace = 2 * time.Second
 
 // errSuperseded ends a command cut short by Close.
 var errSuperseded = errors.New("superseded at stop by a later transition")
@@ -192,7 +192,7 @@ func (n *Notifier) Notify(t Transition) bool {
 //
 // While Close waits, a command whose transition a later one waits behind
 // (the STOP of a graceful stop behind a hanging MASTER script) runs at
-// most supersededGrace more, then its process group is killed: the final
+// most SupersededGrace more, then its process group is killed: the final
 // state's commands must run, with their whole timeout, within a stop
 // budget no longer than that timeout. They run after the superseded one
 // is dead, not beside it, so their effects are not overtaken by a stale
@@ -259,12 +259,12 @@ func (n *Notifier) work() {
 }
 
 // runContext is the context of one command with the given timeout: it
-// ends when Close gives up (n.ctx), or supersededGrace after Close while
+// ends when Close gives up (n.ctx), or SupersededGrace after Close while
 // a later transition waits.
 func (n *Notifier) runContext(timeout time.Duration) (context.Context, func()) {
 	base, cancelBase := context.WithCancelCause(n.ctx)
 	ctx, cancel := context.WithTimeout(base, timeout)
-	if timeout <= supersededGrace {
+	if timeout <= SupersededGrace {
 		return ctx, func() { cancel(); cancelBase(nil) }
 	}
 	done := make(chan struct{})
@@ -277,7 +277,7 @@ func (n *Notifier) runContext(timeout time.Duration) (context.Context, func()) {
 		if !n.laterWaiting() {
 			return // the final transition: it keeps its timeout
 		}
-		grace := time.NewTimer(supersededGrace)
+		grace := time.NewTimer(SupersededGrace)
 		defer grace.Stop()
 		select {
 		case <-done:
@@ -342,7 +342,7 @@ func (n *Notifier) run(c NotifyCommand, t Transition, timeout time.Duration) {
 	case timedOut:
 		err = fmt.Errorf("killed after %s timeout: %w", timeout, err)
 	case superseded:
-		err = fmt.Errorf("killed %s after the stop began, %w: %w", supersededGrace, errSuperseded, err)
+		err = fmt.Errorf("killed %s after the stop began, %w: %w", SupersededGrace, errSuperseded, err)
 	}
 	err = fmt.Errorf("notify %s for %s %s: %w", c.Argv[0], t.Instance, t.To, err)
 	n.mu.Lock()

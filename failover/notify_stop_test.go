@@ -47,7 +47,7 @@ esac
 	if b, _ := os.ReadFile(out); string(b) != "STOP\n" {
 		t.Fatalf("final notify wrote %q, want STOP", b)
 	}
-	if took > supersededGrace+5*time.Second {
+	if took > SupersededGrace+5*time.Second {
 		t.Errorf("Close took %v: the superseded command was not cut short", took)
 	}
 	st := n.Stats()
