@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"os"
 	"reflect"
 
 	"github.com/BurntSushi/toml"
@@ -11,9 +10,11 @@ import (
 
 // Load reads and validates the site file at path. A file that cannot be read
 // gives an error wrapping the fs error (errors.Is(err, fs.ErrNotExist)
-// works); a file that is not a valid site gives Errors.
+// works), and so does one that is not a regular file (a FIFO, a device):
+// those could hang the read or never end it. A file that is not a valid
+// site gives Errors.
 func Load(path string) (*Site, error) {
-	data, err := os.ReadFile(path)
+	data, err := readRegular(path, maxSize+1) // one byte more, to see it is too large
 	if err != nil {
 		return nil, fmt.Errorf("read site file: %w", err)
 	}
@@ -21,9 +22,13 @@ func Load(path string) (*Site, error) {
 }
 
 // Parse validates data as a site file; filename is used in messages. On
-// failure the error is Errors, listing every problem found.
+// failure the error is Errors, listing every problem found. Text over the
+// size or nesting limits is refused before it is decoded.
 func Parse(filename string, data []byte) (*Site, error) {
 	text := string(data)
+	if e := checkLimits(filename, text); e != nil {
+		return nil, Errors{*e}
+	}
 	var raw map[string]any
 	if _, err := toml.Decode(text, &raw); err != nil {
 		var pe toml.ParseError
