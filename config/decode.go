@@ -17,7 +17,8 @@ import (
 type decoder struct {
 	file string
 	pos  *positions
-	errs Errors
+	errs Errors          // the first maxErrors found, in file order
+	more int             // errors found but not in errs
 	bad  map[string]bool // paths already reported: one error per value
 
 	fieldCache map[reflect.Type]fieldIndex
@@ -40,8 +41,16 @@ func (d *decoder) fields(t reflect.Type) (map[string]int, []string) {
 	return m, k
 }
 
+// errorf records an error at at. Past maxErrors, one that would not be
+// listed is only counted, without formatting its message.
 func (d *decoder) errorf(at pos, fix, format string, args ...any) {
-	d.errs = append(d.errs, Error{File: d.file, Line: at.line, Col: at.col, Msg: fmt.Sprintf(format, args...), Fix: fix})
+	if !d.errs.lists(at) {
+		d.more++
+		return
+	}
+	if d.errs.insert(Error{File: d.file, Line: at.line, Col: at.col, Msg: fmt.Sprintf(format, args...), Fix: fix}) {
+		d.more++
+	}
 }
 
 // valErr reports a problem with the value at p.
@@ -59,12 +68,15 @@ func (d *decoder) reported(p path) bool {
 	if d.bad == nil {
 		d.bad = map[string]bool{}
 	}
-	for i := 1; i < len(p); i++ { // a table that failed as a whole
-		if d.bad[p[:i].key()] {
+	k := p.key()
+	end := 0
+	for _, seg := range p[:max(len(p)-1, 0)] { // a table that failed as a whole
+		end += len(seg)
+		if d.bad[k[:end]] { // p[:i].key(), without making it
 			return true
 		}
+		end++
 	}
-	k := p.key()
 	if d.bad[k] {
 		return true
 	}
@@ -87,6 +99,21 @@ func (d *decoder) keyErr(p path, fix, format string, args ...any) {
 		return
 	}
 	d.errorf(d.pos.keyAt(p), fix, format, args...)
+}
+
+// unknownKey reports the key at p, which is none of names. The suggestion
+// costs an edit distance per name, so it is worked out only for an error
+// that will be listed: a file can hold a million unknown keys.
+func (d *decoder) unknownKey(p path, names []string) {
+	if d.reported(p) {
+		return
+	}
+	at, k := d.pos.keyAt(p), p[len(p)-1]
+	if !d.errs.lists(at) {
+		d.more++
+		return
+	}
+	d.errorf(at, suggest(k, names), "unknown key %q %s", k, where(p))
 }
 
 // name is how a message refers to the key at p: "vrid", "check.path",
@@ -337,7 +364,7 @@ func (d *decoder) decode(rv reflect.Value, raw any, p path) {
 			kp := p.child(k)
 			i, known := idx[k]
 			if !known {
-				d.keyErr(kp, suggest(k, names), "unknown key %q %s", k, where(kp))
+				d.unknownKey(kp, names)
 				continue
 			}
 			d.decode(rv.Field(i), m[k], kp)

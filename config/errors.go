@@ -12,6 +12,8 @@ type Error struct {
 	Line, Col int    // 1-based; 0 when the problem has no single place
 	Msg       string // what is wrong
 	Fix       string // how to fix it; may be empty
+
+	more int // on the last error Parse listed: how many more it found
 }
 
 func (e Error) Error() string {
@@ -29,24 +31,63 @@ func (e Error) Error() string {
 	return b.String()
 }
 
-// Errors is every problem found in one site file, in file order.
+// Errors is the problems found in one site file, in file order. Parse
+// lists the first maxErrors (20) and counts the rest (Total), so a file
+// that is not a site at all costs no more to report than one with a typo.
 type Errors []Error
 
+// Error is one line per error, at most maxErrors, then "... and N more
+// errors".
 func (es Errors) Error() string {
-	s := make([]string, len(es))
-	for i, e := range es {
+	n := min(len(es), maxErrors)
+	s := make([]string, n, n+1)
+	for i, e := range es[:n] {
 		s[i] = e.Error()
+	}
+	if more := es.Total() - n; more == 1 {
+		s = append(s, "... and 1 more error")
+	} else if more > 1 {
+		s = append(s, fmt.Sprintf("... and %d more errors", more))
 	}
 	return strings.Join(s, "\n")
 }
 
-func (es Errors) sort() {
-	sort.SliceStable(es, func(i, j int) bool {
-		if es[i].Line != es[j].Line {
-			return es[i].Line < es[j].Line
-		}
-		return es[i].Col < es[j].Col
-	})
+// Total is how many errors were found: the ones listed and the ones Parse
+// only counted.
+func (es Errors) Total() int {
+	if len(es) == 0 {
+		return 0
+	}
+	return len(es) + es[len(es)-1].more
+}
+
+func before(a, b pos) bool { return a.line < b.line || a.line == b.line && a.col < b.col }
+
+// lists says whether an error at p would be among the first maxErrors in
+// file order, so the work of describing one that would not (a suggestion,
+// a message) can be skipped and the error only counted.
+func (es Errors) lists(p pos) bool {
+	if len(es) < maxErrors {
+		return true
+	}
+	last := es[len(es)-1]
+	return before(p, pos{last.Line, last.Col})
+}
+
+// insert adds e in file order, after errors at the same place (the order
+// they were found in), and keeps the first maxErrors; it reports whether
+// one was dropped.
+func (es *Errors) insert(e Error) bool {
+	at := pos{e.Line, e.Col}
+	i := sort.Search(len(*es), func(i int) bool { return before(at, pos{(*es)[i].Line, (*es)[i].Col}) })
+	*es = append(*es, Error{})
+	copy((*es)[i+1:], (*es)[i:])
+	(*es)[i] = e
+	if len(*es) > maxErrors {
+		*es = (*es)[:maxErrors]
+		return true
+	}
+	return false
 }
 
 // suggest returns a "did you mean" fix for a misspelt word, or "".

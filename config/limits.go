@@ -28,6 +28,11 @@ const (
 	// At 16, 16 MiB of tables nested to the limit costs 27 s and 3.1 GB,
 	// near the flat worst case; at 32 it cost 38 s and 4.5 GB.
 	maxDepth = 16
+
+	// maxErrors is how many errors a failed Parse lists; the rest are only
+	// counted. A file with thousands of problems is not a site file gone a
+	// little wrong, and the first screenful is what gets fixed first.
+	maxErrors = 20
 )
 
 // readRegular reads at most limit bytes of the regular file at path (a

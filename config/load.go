@@ -22,8 +22,9 @@ func Load(path string) (*Site, error) {
 }
 
 // Parse validates data as a site file; filename is used in messages. On
-// failure the error is Errors, listing every problem found. Text over the
-// size or nesting limits is refused before it is decoded.
+// failure the error is Errors: the first problems in file order (see
+// Errors.Total for how many there are). Text over the size or nesting
+// limits is refused before it is decoded.
 func Parse(filename string, data []byte) (*Site, error) {
 	text := string(data)
 	if e := checkLimits(filename, text); e != nil {
@@ -48,7 +49,7 @@ func Parse(filename string, data []byte) (*Site, error) {
 	v.resolve()
 	v.validate()
 	if len(d.errs) > 0 {
-		d.errs.sort()
+		d.errs[len(d.errs)-1].more = d.more
 		return nil, d.errs
 	}
 	return s, nil

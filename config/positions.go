@@ -34,15 +34,19 @@ type positions struct {
 	vals map[string]pos
 }
 
-// keyAt is where the key of p is written, or the closest thing to it.
+// keyAt is where the key of p is written, or the closest thing to it. The
+// keys of p's prefixes are slices of p's key, not new strings: this runs
+// for every error, and a file can hold a million.
 func (ps *positions) keyAt(p path) pos {
-	for ; len(p) > 0; p = p[:len(p)-1] {
-		if q, ok := ps.keys[p.key()]; ok {
+	k := p.key()
+	for n, end := len(p), len(k); n > 0; n-- {
+		if q, ok := ps.keys[k[:end]]; ok {
 			return q
 		}
-		if q, ok := ps.vals[p.key()]; ok {
+		if q, ok := ps.vals[k[:end]]; ok {
 			return q
 		}
+		end -= len(p[n-1]) + 1
 	}
 	return pos{1, 1}
 }
@@ -58,11 +62,15 @@ func (ps *positions) valAt(p path) pos {
 // The scanner builds path keys (path.key form) as strings directly: it
 // runs over every key of a large site on each reload.
 type scanner struct {
-	src        string
-	i          int
-	lineStarts []int
-	ps         *positions
-	aot        map[string]int // array-of-tables path key -> elements seen
+	src string
+	i   int
+	// posOf counts on from where it was last asked: the scan asks in file
+	// order, and counting each column from its line's start was quadratic
+	// on a long line (1 MB of keys on one line took 34 s).
+	lastOff int
+	lastPos pos
+	ps      *positions
+	aot     map[string]int // array-of-tables path key -> elements seen
 }
 
 func childKey(k, seg string) string {
@@ -74,35 +82,34 @@ func childKey(k, seg string) string {
 
 func scanPositions(src string) *positions {
 	s := &scanner{
-		src: src,
-		ps:  &positions{keys: map[string]pos{}, vals: map[string]pos{}},
-		aot: map[string]int{},
-	}
-	s.lineStarts = append(s.lineStarts, 0)
-	for i := 0; i < len(src); i++ {
-		if src[i] == '\n' {
-			s.lineStarts = append(s.lineStarts, i+1)
-		}
+		src:     src,
+		lastPos: pos{1, 1},
+		ps:      &positions{keys: map[string]pos{}, vals: map[string]pos{}},
+		aot:     map[string]int{},
 	}
 	s.document()
 	return s.ps
 }
 
+// posOf is the line and column (in runes) of byte off.
 func (s *scanner) posOf(off int) pos {
-	lo, hi := 0, len(s.lineStarts)-1
-	for lo < hi {
-		mid := (lo + hi + 1) / 2
-		if s.lineStarts[mid] <= off {
-			lo = mid
-		} else {
-			hi = mid - 1
+	off = min(off, len(s.src))
+	if off < s.lastOff { // not expected; correct all the same
+		s.lastOff, s.lastPos = 0, pos{1, 1}
+	}
+	p, i := s.lastPos, s.lastOff
+	for i < off {
+		if s.src[i] == '\n' {
+			p.line, p.col = p.line+1, 1
+			i++
+			continue
 		}
+		_, n := utf8.DecodeRuneInString(s.src[i:])
+		i += n
+		p.col++
 	}
-	start := s.lineStarts[lo]
-	if off > len(s.src) {
-		off = len(s.src)
-	}
-	return pos{line: lo + 1, col: utf8.RuneCountInString(s.src[start:off]) + 1}
+	s.lastOff, s.lastPos = i, p
+	return p
 }
 
 func (s *scanner) peek() byte {

@@ -43,10 +43,10 @@ func runCheck(args []string, stdout, stderr io.Writer, hostname func() (string, 
 	if err != nil {
 		var errs config.Errors
 		if errors.As(err, &errs) {
-			for _, e := range errs {
-				fmt.Fprintln(stderr, e.Error())
-			}
-			fmt.Fprintf(stderr, "vigil check: %s: %d %s\n", *file, len(errs), plural(len(errs), "error", "errors"))
+			// The first errors and a count of the rest (Errors caps itself):
+			// a file of a million mistakes must not print a million lines.
+			fmt.Fprintln(stderr, errs.Error())
+			fmt.Fprintf(stderr, "vigil check: %s: %d %s\n", *file, errs.Total(), plural(errs.Total(), "error", "errors"))
 			return 1
 		}
 		fmt.Fprintf(stderr, "vigil check: %v\n", err)

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -117,5 +119,38 @@ func TestCheckRegistered(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := realMain([]string{"check", "-q", "-c", "../../examples/www-telnet.toml"}, &out, &errb); code != 0 {
 		t.Fatalf("vigil check: exit %d: %s", code, errb.String())
+	}
+}
+
+// TestCheckCapsErrors: a file with hundreds of problems lists the first
+// ones and counts the rest, so neither a terminal nor a log gets a line per
+// problem (10 MB of unknown keys once printed 700,000 lines).
+func TestCheckCapsErrors(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("[site]\nname = \"www\"\n")
+	for i := range 500 {
+		fmt.Fprintf(&b, "k%03d = 1\n", i)
+	}
+	file := filepath.Join(t.TempDir(), "many.toml")
+	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errs := check(t, noHostname, "-c", file)
+	lines := strings.Split(strings.TrimSuffix(errs, "\n"), "\n")
+	if code != 1 || len(lines) != 22 {
+		t.Fatalf("exit %d, %d lines, want 1 and 22 (20 errors, a count of the rest, the total):\n%.2000s", code, len(lines), errs)
+	}
+	pos := regexp.MustCompile(`^` + regexp.QuoteMeta(file) + `:\d+:\d+: `)
+	for _, l := range lines[:20] {
+		if !pos.MatchString(l) {
+			t.Errorf("not a positioned error: %q", l)
+		}
+	}
+	var more, total int
+	if _, err := fmt.Sscanf(lines[20], "... and %d more errors", &more); err != nil {
+		t.Fatalf("line 21 %q: %v", lines[20], err)
+	}
+	if _, err := fmt.Sscanf(lines[21], "vigil check: "+file+": %d errors", &total); err != nil || total != more+20 || total < 500 {
+		t.Errorf("count lines %q, %q: want the total, at least 500, and 20 fewer more (%v)", lines[20], lines[21], err)
 	}
 }
