@@ -183,25 +183,52 @@ func longest(ds []time.Duration) time.Duration {
 const trackSite = vipOnlySite + `track_scripts = [ { command = ["/bin/true"], interval = "%[4]s", weight = -10 } ]
 `
 
-func writeTrackSite(t *testing.T, lab *netlab.Lab, path, dir, interval string) {
+// pairLab is a lab with vs1 (10.99.0.1, priority 150) and vs2 (10.99.0.2,
+// priority 100) running vigil on one trackSite file.
+type pairLab struct {
+	t              *testing.T
+	lab            *netlab.Lab
+	h1, h2         *netlab.Host
+	d1, d2         *daemon
+	bin, dir, site string
+}
+
+// newPairLab builds vigil, writes the cluster key and the site (garp
+// repeat 1, track script every 1s) and makes the lab; start runs the pair.
+func newPairLab(t *testing.T) *pairLab {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(fmt.Sprintf(trackSite, lab.Prefix(), dir, 1, interval)), 0o644); err != nil {
+	p := &pairLab{t: t, bin: buildVigil(t), dir: t.TempDir()}
+	p.site = filepath.Join(p.dir, "site.toml")
+	if err := os.WriteFile(filepath.Join(p.dir, "cluster.key"), []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	p.lab = netlab.New(t)
+	p.h1 = p.lab.AddHost("vs1", "10.99.0.1/24")
+	p.h2 = p.lab.AddHost("vs2", "10.99.0.2/24")
+	p.write(1, "1s")
+	return p
+}
+
+// write rewrites the site file with a garp repeat and a track interval.
+func (p *pairLab) write(repeat int, track string) {
+	p.t.Helper()
+	if err := os.WriteFile(p.site, []byte(fmt.Sprintf(trackSite, p.lab.Prefix(), p.dir, repeat, track)), 0o644); err != nil {
+		p.t.Fatal(err)
 	}
 }
 
-// pair builds vigil, writes the cluster key into dir and makes a lab
-// with vs1 (10.99.0.1, priority 150 in the sites here) and vs2.
-func pair(t *testing.T, dir string) (lab *netlab.Lab, h1, h2 *netlab.Host, bin string) {
-	t.Helper()
-	bin = buildVigil(t)
-	if err := os.WriteFile(filepath.Join(dir, "cluster.key"), []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	lab = netlab.New(t)
-	h1 = lab.AddHost("vs1", "10.99.0.1/24")
-	h2 = lab.AddHost("vs2", "10.99.0.2/24")
-	return lab, h1, h2, bin
+// start runs both daemons (their logs are shown if the test fails) and
+// waits for vs1 to be master.
+func (p *pairLab) start() {
+	p.t.Helper()
+	p.d1 = startDaemon(p.t, p.h1, p.bin, p.site, p.dir)
+	p.d2 = startDaemon(p.t, p.h2, p.bin, p.site, p.dir)
+	p.t.Cleanup(func() {
+		if p.t.Failed() {
+			logs(p.t, p.d1, p.d2) // one log file per host, restarts included
+		}
+	})
+	waitMaster(p.t, p.d1, p.d2, p.h1, p.h2)
 }
 
 func waitMaster(t *testing.T, d1, d2 *daemon, h1, h2 *netlab.Host) {
@@ -239,23 +266,14 @@ func reloadAndWait(t *testing.T, d *daemon) director.Status {
 // and the extra copies fought over the VIP.
 func TestNetnsReloadRestartsElectionOnce(t *testing.T) {
 	testenv.NeedNetns(t)
-	dir := t.TempDir()
-	site := filepath.Join(dir, "site.toml")
-	lab, h1, h2, bin := pair(t, dir)
-	writeTrackSite(t, lab, site, dir, "1s")
-	d1 := startDaemon(t, h1, bin, site, dir)
-	d2 := startDaemon(t, h2, bin, site, dir)
-	defer func() {
-		if t.Failed() {
-			logs(t, d1, d2)
-		}
-	}()
-	waitMaster(t, d1, d2, h1, h2)
+	p := newPairLab(t)
+	p.start()
+	d1, d2, h1, h2 := p.d1, p.d2, p.h1, p.h2
 	w := watchHolders(t, h1, h2)
 	st0, _ := d1.status(t)
 	const reloads = 20
 	for i := range reloads {
-		writeTrackSite(t, lab, site, dir, []string{"2s", "1s"}[i%2])
+		p.write(1, []string{"2s", "1s"}[i%2])
 		for _, d := range []*daemon{d1, d2} {
 			st := reloadAndWait(t, d)
 			if st.ReloadErr != "" {
@@ -354,21 +372,10 @@ func (s *spoofer) send(t *testing.T, src netip.Addr, prio uint8) {
 // holder, and no two-holder period lasts an advert interval.
 func TestNetnsSpoofedPriorityZero(t *testing.T) {
 	testenv.NeedNetns(t)
-	dir := t.TempDir()
-	site := filepath.Join(dir, "site.toml")
-	lab, h1, h2, bin := pair(t, dir)
-	if err := os.WriteFile(site, []byte(fmt.Sprintf(vipOnlySite, lab.Prefix(), dir, 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	attacker := lab.AddHost("rogue", "10.99.0.66/24")
-	d1 := startDaemon(t, h1, bin, site, dir)
-	d2 := startDaemon(t, h2, bin, site, dir)
-	defer func() {
-		if t.Failed() {
-			logs(t, d1, d2)
-		}
-	}()
-	waitMaster(t, d1, d2, h1, h2)
+	p := newPairLab(t)
+	attacker := p.lab.AddHost("rogue", "10.99.0.66/24")
+	p.start()
+	d1, d2, h1, h2 := p.d1, p.d2, p.h1, p.h2
 	w := watchHolders(t, h1, h2)
 	sp := newSpoofer(t, attacker)
 	master := netip.MustParseAddr("10.99.0.1")
@@ -426,20 +433,9 @@ func TestNetnsSpoofedPriorityZero(t *testing.T) {
 // removes the VIP (from the VIP record) before it fails.
 func TestNetnsBrokenSiteStillRemovesStaleVIPs(t *testing.T) {
 	testenv.NeedNetns(t)
-	dir := t.TempDir()
-	site := filepath.Join(dir, "site.toml")
-	lab, h1, h2, bin := pair(t, dir)
-	if err := os.WriteFile(site, []byte(fmt.Sprintf(vipOnlySite, lab.Prefix(), dir, 1)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d1 := startDaemon(t, h1, bin, site, dir)
-	d2 := startDaemon(t, h2, bin, site, dir)
-	defer func() {
-		if t.Failed() {
-			logs(t, d1, d2)
-		}
-	}()
-	waitMaster(t, d1, d2, h1, h2)
+	p := newPairLab(t)
+	p.start()
+	d1, d2, h1, h2, dir, bin := p.d1, p.d2, p.h1, p.h2, p.dir, p.bin
 	d1.signal(syscall.SIGKILL)
 	d1.wait(t, 5*time.Second)
 	if !hasVIP(h1) {
