@@ -8,9 +8,12 @@
 //     IPv6 with IFA_F_NODAD (and preferred_lft 0, like keepalived, so the
 //     VIP is never picked as a source address). Adding a present VIP or
 //     removing an absent one is not an error. RemoveStale deletes our VIPs
-//     left over from an earlier run before the election starts. While a VIP
-//     is held, a watcher (RTNLGRP_*_IFADDR) puts it back if someone deletes
-//     it by hand.
+//     left over from an earlier run before the election starts;
+//     WriteRecord and RemoveRecorded keep them in a runtime file so a start
+//     can remove them before it reads the site file. While a VIP is held, a
+//     watcher (RTNLGRP_*_IFADDR) puts it back if someone deletes it by
+//     hand; while it is not held, the watcher removes it if it appears on
+//     its interface (a director that is not master holds no VIP).
 //   - The Announcer sends gratuitous ARP (a request and a reply, like
 //     MetalLB) over a send-only AF_PACKET socket bound to ETH_P_RARP (like
 //     keepalived, so it never receives ARP) and IPv6 unsolicited neighbour

@@ -53,7 +53,18 @@
 //
 // onEvent receives every Event (Transition or Reannounce) in order, from a
 // goroutine of the instance: it must not block for long; a panic in it is
-// recovered and logged, and the election goes on. Status returns the state,
+// recovered and logged, and the election goes on.
+//
+// Every change of state is one step: it decides under the instance's lock
+// and records its effects (BeforeMaster, adverts to send, the advert
+// schedule, events), which are applied before the next step decides. So
+// effects leave in the order the steps were taken, whatever goroutines
+// (socket reader, timers, SetPriority, Stop) race: a step-down that races
+// a takeover is applied after the takeover's BeforeMaster, and its event
+// is queued after the takeover's. A new master's periodic adverts start
+// only after BeforeMaster and its first advert, however long claiming
+// takes. A master answers other masters' adverts (lower priority, or
+// resigning) at most once per advert interval (Counters.AnswersSkipped). Status returns the state,
 // effective priority, master seen, faults and Counters (adverts sent and
 // received, send errors, transitions, re-announces, drops by reason).
 //
