@@ -65,6 +65,10 @@ func statusFamilies(s Status) []*family {
 		advertsRecv     = fam("adverts_received_total", c, "valid adverts received", "instance")
 		invalid         = fam("adverts_invalid_total", c, "adverts dropped, by reason", "instance", "reason")
 		vipsHeld        = fam("vips_held", g, "VIPs this director holds", "instance")
+		repairs         = fam("invariant_repairs_total", c, "times the VIPs were out of step with the election and were repaired", "instance")
+		evicted         = fam("vips_evicted_total", c, "VIPs removed because they were present while not master", "instance")
+		answersSkipped  = fam("advert_answers_skipped_total", c, "adverts of other masters not answered (one answer per advert interval)", "instance")
+		elections       = fam("elections_running", g, "VRRP elections running in this process (one per instance)")
 		rsUp            = fam("real_server_up", g, "1 when the real server's check says up", "virtual_server", "real_server")
 		rsWeight        = fam("real_server_ipvs_weight", g, "weight in the kernel, -1 if absent", "virtual_server", "real_server")
 		checkLatency    = fam("check_latency_seconds", g, "latency of the last check", "virtual_server", "real_server")
@@ -91,7 +95,11 @@ func statusFamilies(s Status) []*family {
 			invalid.add(float64(in.Invalid[r]), in.Name, r)
 		}
 		vipsHeld.add(float64(len(in.VIPsHeld)), in.Name)
+		repairs.add(float64(in.Repairs), in.Name)
+		evicted.add(float64(in.VIPsEvicted), in.Name)
+		answersSkipped.add(float64(in.AnswersSkipped), in.Name)
 	}
+	elections.add(float64(s.Elections))
 	for _, vs := range s.VirtualServers {
 		for _, rs := range vs.RealServers {
 			rsUp.add(b2f(rs.Health == "up"), vs.Name, rs.Address)
@@ -109,7 +117,7 @@ func statusFamilies(s Status) []*family {
 		peerDrift.add(b2f(p.Drift), p.Name)
 	}
 	return []*family{state, priority, transitions, advertsSent, advertsRecv, invalid, vipsHeld,
-		rsUp, rsWeight, checkLatency, rsConns, reconcileWrites, reconcileErrors, peerAlive, peerDrift}
+		repairs, evicted, answersSkipped, elections, rsUp, rsWeight, checkLatency, rsConns, reconcileWrites, reconcileErrors, peerAlive, peerDrift}
 }
 
 // appendFamilies appends fams to b in the text format. Families without

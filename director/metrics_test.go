@@ -110,6 +110,10 @@ var wantFamilies = map[string]struct{ typ, help string }{
 	"vigil_adverts_received_total":        {"COUNTER", "valid adverts received"},
 	"vigil_adverts_invalid_total":         {"COUNTER", "adverts dropped, by reason"},
 	"vigil_vips_held":                     {"GAUGE", "VIPs this director holds"},
+	"vigil_invariant_repairs_total":       {"COUNTER", "times the VIPs were out of step with the election and were repaired"},
+	"vigil_vips_evicted_total":            {"COUNTER", "VIPs removed because they were present while not master"},
+	"vigil_advert_answers_skipped_total":  {"COUNTER", "adverts of other masters not answered (one answer per advert interval)"},
+	"vigil_elections_running":             {"GAUGE", "VRRP elections running in this process (one per instance)"},
 	"vigil_real_server_up":                {"GAUGE", "1 when the real server's check says up"},
 	"vigil_real_server_ipvs_weight":       {"GAUGE", "weight in the kernel, -1 if absent"},
 	"vigil_check_latency_seconds":         {"GAUGE", "latency of the last check"},
@@ -125,7 +129,7 @@ func TestMetricsFollowStatus(t *testing.T) {
 		Instances: []InstanceStatus{
 			{Name: "www", State: "master", Priority: 150, Transitions: 3, AdvertsSent: 7, AdvertsRecv: 5,
 				Invalid:  map[string]uint64{"ttl": 1, "checksum": 2},
-				VIPsHeld: []string{"10.0.0.1/24", "10.0.0.2/24"}},
+				VIPsHeld: []string{"10.0.0.1/24", "10.0.0.2/24"}, Repairs: 2, VIPsEvicted: 1, AnswersSkipped: 9},
 			{Name: weird, State: "backup", Priority: 100},
 		},
 		VirtualServers: []VSStatus{{Name: "www", RealServers: []RSStatus{
@@ -134,6 +138,7 @@ func TestMetricsFollowStatus(t *testing.T) {
 		}}},
 		Peers:     []PeerStatus{{Name: "vs2", Alive: true, Drift: true}, {Name: weird}},
 		Reconcile: ReconcileStatus{Creates: 3, Updates: 4, Deletes: 5, Errors: 1},
+		Elections: 2,
 	}
 	type s = map[string]string
 	tests := []struct {
@@ -155,6 +160,10 @@ func TestMetricsFollowStatus(t *testing.T) {
 			sampleKey("vigil_adverts_invalid_total", s{"instance": "www", "reason": "checksum"}): 2,
 			sampleKey("vigil_adverts_invalid_total", s{"instance": "www", "reason": "ttl"}):      1,
 			sampleKey("vigil_vips_held", s{"instance": "www"}):                                   2,
+			sampleKey("vigil_invariant_repairs_total", s{"instance": "www"}):                     2,
+			sampleKey("vigil_vips_evicted_total", s{"instance": "www"}):                          1,
+			sampleKey("vigil_advert_answers_skipped_total", s{"instance": "www"}):                9,
+			sampleKey("vigil_elections_running", s{}):                                            2,
 
 			sampleKey("vigil_instance_state", s{"instance": weird, "state": "init"}):   0,
 			sampleKey("vigil_instance_state", s{"instance": weird, "state": "backup"}): 1,
@@ -165,6 +174,9 @@ func TestMetricsFollowStatus(t *testing.T) {
 			sampleKey("vigil_adverts_sent_total", s{"instance": weird}):                0,
 			sampleKey("vigil_adverts_received_total", s{"instance": weird}):            0,
 			sampleKey("vigil_vips_held", s{"instance": weird}):                         0,
+			sampleKey("vigil_invariant_repairs_total", s{"instance": weird}):           0,
+			sampleKey("vigil_vips_evicted_total", s{"instance": weird}):                0,
+			sampleKey("vigil_advert_answers_skipped_total", s{"instance": weird}):      0,
 
 			sampleKey("vigil_real_server_up", s{"virtual_server": "www", "real_server": "10.0.0.3:80"}):                1,
 			sampleKey("vigil_real_server_ipvs_weight", s{"virtual_server": "www", "real_server": "10.0.0.3:80"}):       1,
@@ -191,6 +203,7 @@ func TestMetricsFollowStatus(t *testing.T) {
 		name:   "empty",
 		status: Status{},
 		want: map[string]float64{
+			sampleKey("vigil_elections_running", s{}):                      0,
 			sampleKey("vigil_reconcile_writes_total", s{"kind": "create"}): 0,
 			sampleKey("vigil_reconcile_writes_total", s{"kind": "update"}): 0,
 			sampleKey("vigil_reconcile_writes_total", s{"kind": "delete"}): 0,
