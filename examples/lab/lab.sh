@@ -89,7 +89,7 @@ stop_rs() {
 # function, which would fork a subshell): $! is then the pid that execs
 # into the program, so the pid files can signal it.
 start_director() {
-  $IP netns exec "$LAB-$1" "$VIGIL" run -c "$SITE" --node "$1" --socket "$RUNDIR/$1.sock" >>"$RUNDIR/$1.log" 2>&1 &
+  $IP netns exec "$LAB-$1" "$VIGIL" run -c "$SITE" --node "$1" --socket "$RUNDIR/$1.sock" --state-dir "$RUNDIR" >>"$RUNDIR/$1.log" 2>&1 &
   echo $! >"$RUNDIR/$1.pid"
 }
 

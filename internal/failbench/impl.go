@@ -166,5 +166,5 @@ func (v Vigil) Prepare(s Site, d Director, dir string) ([]string, error) {
 		return nil, fmt.Errorf("write vigil site file for %s: %w", d.Name, err)
 	}
 	// Several daemons share this machine's filesystem: each its own socket.
-	return []string{v.Binary, "run", "-c", site, "--node", d.Name, "--socket", filepath.Join(dir, "vigil.sock")}, nil
+	return []string{v.Binary, "run", "-c", site, "--node", d.Name, "--socket", filepath.Join(dir, "vigil.sock"), "--state-dir", dir}, nil
 }
