@@ -16,12 +16,17 @@ import (
 	"github.com/vigil-lb/vigil/internal/testenv"
 )
 
-// buildVigil builds the real binary once per test.
+// buildVigil builds the real binary once per test: in pure Go, or with
+// cgo (the advert pacer, as make build ships it) when VIGIL_TEST_CGO=1.
 func buildVigil(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "vigil")
 	cmd := exec.Command("go", "build", "-o", bin, "../cmd/vigil")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cgo := "0"
+	if os.Getenv("VIGIL_TEST_CGO") == "1" {
+		cgo = "1"
+	}
+	cmd.Env = append(os.Environ(), "CGO_ENABLED="+cgo)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build vigil: %v\n%s", err, out)
 	}

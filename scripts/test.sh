@@ -2,13 +2,15 @@
 # The test command of the README: every tier, in order, with a summary.
 #   unit   go vet + go test ./... (no privileges needed)
 #   netns  TestNetns* as root in network namespaces on this kernel
+#   cgo    the daemon's netns tests again with vigil built as make build
+#          ships it (cgo: the advert pacer); the netns tier builds pure Go
 #   vm     TestVM* as root in a QEMU guest with Debian's kernel (real IPVS)
 #   fuzz   each fuzz target for a short time
 # Environment: TIERS="unit netns vm fuzz" (default all), FUZZTIME=10s,
 # VIGIL_STRICT=1 (set by CI) turns a missing prerequisite into a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TIERS=${TIERS:-"unit netns vm fuzz"}
+TIERS=${TIERS:-"unit netns cgo vm fuzz"}
 FUZZTIME=${FUZZTIME:-10s}
 export GOFLAGS=${GOFLAGS:--buildvcs=false}
 logdir=$(mktemp -d /tmp/vigil-test.XXXXXX)
@@ -32,7 +34,7 @@ run_tier() { # name, then go test args
   local log=$logdir/$name.log
   echo "=== tier $name: go test $*"
   local start=$SECONDS
-  VIGIL_TIER=$name go test -count=1 -v "$@" 2>&1 | tee "$log" | grep -E '^(--- |ok |FAIL|panic|\s+--- FAIL|.*_test.go:[0-9]+:)' 
+  VIGIL_TIER=${TIER_OF:-$name} go test -count=1 -v "$@" 2>&1 | tee "$log" | grep -E '^(--- |ok |FAIL|panic|\s+--- FAIL|.*_test.go:[0-9]+:)' 
   local rc=${PIPESTATUS[0]}
   read -r p f s < <(count "$log")
   result[$name]="$p passed, $f failed, $s skipped ($((SECONDS-start)) s, exit $rc)"
@@ -46,6 +48,8 @@ for tier in $TIERS; do
       if ! go vet ./...; then overall=1; result[vet]="failed"; else result[vet]="ok"; fi
       run_tier unit ./... ;;
     netns) run_tier netns -p 1 -timeout 20m -run '^TestNetns' ./... ;;
+    cgo)   TIER_OF=netns VIGIL_TEST_CGO=1 run_tier cgo -p 1 -timeout 10m \
+             -run '^TestNetns(DirectorVIPOnly|Drill|ReloadRestartsElectionOnce|SpoofedPriorityZero|BrokenSiteStillRemovesStaleVIPs|MetricsFloodTakeover)$' ./director/ ;;
     vm)    run_tier vm -p 1 -timeout 30m -run '^TestVM' ./... ;;
     fuzz)
       start=$SECONDS; fz=0; fzfail=0
@@ -81,10 +85,10 @@ done
 echo
 echo "=== tier summary (logs in $logdir)"
 tp=0; tf=0; ts=0
-for k in vet unit netns vm fuzz; do
+for k in vet unit netns cgo vm fuzz; do
   [ -n "${result[$k]:-}" ] && printf '  %-6s %s\n' "$k" "${result[$k]}"
 done
-for k in unit netns vm; do
+for k in unit netns cgo vm; do
   [ -f "$logdir/$k.log" ] || continue
   read -r p f s < <(count "$logdir/$k.log"); tp=$((tp+p)); tf=$((tf+f)); ts=$((ts+s))
 done
