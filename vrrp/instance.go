@@ -171,6 +171,10 @@ type Event struct {
 	// higher-priority one.
 	Peer netip.Addr
 	Time time.Time
+
+	// forcedBy is the sync group that forced this transition (force), so
+	// the group does not propagate its own transitions back.
+	forcedBy *SyncGroup
 }
 
 // Counters are an instance's running totals.
@@ -252,6 +256,7 @@ type Instance struct {
 	lastReannounce time.Time
 	lastLower      time.Time // last advert of a lower-priority master, as master
 	lastAnswer     time.Time // last advert sent to answer another master, as master
+	forcing        *SyncGroup // the group whose force step is running
 	running        bool
 	done           chan struct{}
 	c              Counters
@@ -665,12 +670,14 @@ func (in *Instance) safely(f func(Event), ev Event) {
 }
 
 // force moves a running Backup to Master or a Master to Backup on behalf
-// of a sync group; other states are left alone.
-func (in *Instance) force(to State, reason string) {
+// of sync group g; other states are left alone.
+func (in *Instance) force(g *SyncGroup, to State, reason string) {
 	in.step(func(fx *effects) {
 		if !in.running {
 			return
 		}
+		in.forcing = g
+		defer func() { in.forcing = nil }()
 		switch {
 		case to == Master && in.state == Backup:
 			in.becomeMaster(fx, reason)
@@ -740,7 +747,8 @@ func (in *Instance) transition(fx *effects, to State, reason string, peer netip.
 	in.lowerSince = time.Time{}
 	in.c.Transitions++
 	ev := Event{Kind: Transition, Instance: in.cfg.Name, VRID: in.cfg.VRID, From: from, To: to, Reason: reason,
-		Priority: in.prio, MasterAddr: in.masterAddr, MasterPriority: in.masterPrio, Peer: peer, Time: in.since}
+		Priority: in.prio, MasterAddr: in.masterAddr, MasterPriority: in.masterPrio, Peer: peer, Time: in.since,
+		forcedBy: in.forcing}
 	if to == Master {
 		ev.MasterAddr, ev.MasterPriority = in.local, in.prio
 	}

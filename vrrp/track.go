@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
-	"strings"
 	"sync"
 	"time"
 
@@ -264,7 +263,7 @@ func (g *SyncGroup) observe(from *Instance, ev Event) {
 		return
 	}
 	// Transitions we forced ourselves do not propagate (no ping-pong).
-	if ev.Kind != Transition || strings.HasPrefix(ev.Reason, g.faultName()) || faulted {
+	if ev.Kind != Transition || ev.forcedBy == g || faulted {
 		return
 	}
 	reason := fmt.Sprintf("%s: %s is %v", g.faultName(), ev.Instance, ev.To)
@@ -272,13 +271,13 @@ func (g *SyncGroup) observe(from *Instance, ev Event) {
 	case ev.To == Master:
 		for _, m := range g.members {
 			if m != from {
-				m.force(Master, reason)
+				m.force(g, Master, reason)
 			}
 		}
 	case ev.To == Backup && ev.From == Master:
 		for _, m := range g.members {
 			if m != from {
-				m.force(Backup, reason)
+				m.force(g, Backup, reason)
 			}
 		}
 	}
