@@ -10,13 +10,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/vigil-lb/vigil/internal/testenv"
 )
 
 // cutTransport is memberlist's NetTransport with a switch that drops
@@ -178,22 +178,7 @@ type node struct {
 }
 
 // logBuffer keeps log output for assertions and shows it on failure.
-type logBuffer struct {
-	mu sync.Mutex
-	sb strings.Builder
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.sb.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.sb.String()
-}
+type logBuffer = testenv.Buffer
 
 // spec describes one node of a test cluster.
 type spec struct {

@@ -1,16 +1,15 @@
 package director
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/vigil-lb/vigil/internal/testenv"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -72,21 +71,10 @@ func (echoController) Handover(name string) error {
 }
 
 // syncLog is a log destination for the control socket's goroutines.
-type syncLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type syncLog = testenv.Buffer
 
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) lines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Split(strings.TrimSpace(l.b.String()), "\n")
+func logLines(l *syncLog) []string {
+	return strings.Split(strings.TrimSpace(l.String()), "\n")
 }
 
 // rawCall sends req as is and reads one reply; the write runs beside the
@@ -140,7 +128,7 @@ func TestControlRequestSizeAndLogBounded(t *testing.T) {
 	if rep, err := Call(ctx, p, Request{Op: "status"}); err != nil || rep.Status == nil {
 		t.Fatalf("a normal request after the big ones: %+v, %v", rep, err)
 	}
-	lines := logs.lines()
+	lines := logLines(logs)
 	for _, l := range lines {
 		if len(l) > 600 {
 			t.Errorf("log line of %d bytes: %.200s...", len(l), l)
