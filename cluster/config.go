@@ -44,8 +44,8 @@ type Config struct {
 
 	// Timings of failure detection; zero fields take DefaultTimings.
 	Timings Timings
-	// DefaultAdvertInterval is the dual-master threshold for instances
-	// that publish no AdvertInterval; 0 means 1s.
+	// DefaultAdvertInterval stands for the advert interval of instances
+	// that publish none, in the dual-master threshold; 0 means 1s.
 	DefaultAdvertInterval time.Duration
 
 	// OnEvent, when set, receives every Event in order, from one goroutine

@@ -70,12 +70,28 @@ type masterClaim struct {
 	Interval time.Duration // its advert interval; 0 = default
 }
 
+// dualMasterFloor is the shortest overlap of master claims reported as a
+// dual master. A preemption overlaps the claims for a moment in the VRRP
+// world (make-before-break), and for longer in the channel's view: a
+// restarted director learns its peers' current states by its join and
+// their pushes, which took up to about 160 ms in the netns lab; a claim
+// seen there is stale, not a second master.
+const dualMasterFloor = time.Second
+
 // dualMasterDetector raises DualMaster when two or more directors claim
-// master for one instance for longer than the advert interval (the
-// largest among the claimants), and DualMasterCleared when at most one
-// claims it again.
+// master for one instance for longer than a preemption transient: two
+// advert intervals (the largest among the claimants), and at least
+// dualMasterFloor. It raises DualMasterCleared when at most one claims it
+// again. Shorter overlaps are counted as transients, not alarmed.
 type dualMasterDetector struct {
-	instances map[string]*dualMasterState
+	instances  map[string]*dualMasterState
+	transients uint64
+}
+
+// dualMasterThreshold is how long claims of the given largest advert
+// interval must overlap to be a dual master.
+func dualMasterThreshold(interval time.Duration) time.Duration {
+	return max(2*interval, dualMasterFloor)
 }
 
 type dualMasterState struct {
@@ -103,7 +119,7 @@ func (d *dualMasterDetector) update(now time.Time, claims map[string][]masterCla
 			if iv <= 0 {
 				iv = def
 			}
-			threshold = max(threshold, iv)
+			threshold = max(threshold, dualMasterThreshold(iv))
 		}
 		slices.Sort(masters)
 		st := d.instances[inst]
@@ -124,6 +140,8 @@ func (d *dualMasterDetector) update(now time.Time, claims map[string][]masterCla
 		delete(d.instances, inst)
 		if st.raised {
 			events = append(events, Event{Kind: DualMasterCleared, Time: now, Instance: inst})
+		} else {
+			d.transients++
 		}
 	}
 	slices.SortFunc(events, func(a, b Event) int { return strings.Compare(a.Instance, b.Instance) })

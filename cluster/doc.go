@@ -14,7 +14,10 @@
 //   - Shared state: every director publishes a State (config digest,
 //     per-instance election state, health view). The channel reports
 //     config drift between directors and two directors claiming master for
-//     one instance longer than one advert interval (Event, Drift, Peers).
+//     one instance longer than a preemption transient: two advert
+//     intervals, and at least one second, the channel's own propagation
+//     time (Event, Drift, Peers); shorter overlaps are only counted
+//     (DualMasterTransients).
 //
 // Security: every packet and stream is sealed with AES-GCM under a key
 // read from a key file (16, 24 or 32 raw bytes, or a passphrase hashed

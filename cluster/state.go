@@ -150,11 +150,20 @@ func (c *Channel) Drift() []DriftReport {
 }
 
 // DualMasters lists the instances that several alive directors (this one
-// included) have claimed as master for longer than one advert interval.
+// included) have claimed as master for longer than a preemption transient
+// (two advert intervals, at least dualMasterFloor).
 func (c *Channel) DualMasters() []DualMasterReport {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.dual.list()
+}
+
+// DualMasterTransients counts overlaps of master claims that ended before
+// they were long enough to be a dual master (preemptions, handovers).
+func (c *Channel) DualMasterTransients() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dual.transients
 }
 
 // evaluateLocked runs the detectors on the current views.

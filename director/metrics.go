@@ -69,6 +69,7 @@ func statusFamilies(s Status) []*family {
 		evicted         = fam("vips_evicted_total", c, "VIPs removed because they were present while not master", "instance")
 		answersSkipped  = fam("advert_answers_skipped_total", c, "adverts of other masters not answered (one answer per advert interval)", "instance")
 		elections       = fam("elections_running", g, "VRRP elections running in this process (one per instance)")
+		dualTransients  = fam("dual_master_transients_total", c, "overlaps of master claims too short to be a dual master (preemptions)")
 		rsUp            = fam("real_server_up", g, "1 when the real server's check says up", "virtual_server", "real_server")
 		rsWeight        = fam("real_server_ipvs_weight", g, "weight in the kernel, -1 if absent", "virtual_server", "real_server")
 		checkLatency    = fam("check_latency_seconds", g, "latency of the last check", "virtual_server", "real_server")
@@ -100,6 +101,7 @@ func statusFamilies(s Status) []*family {
 		answersSkipped.add(float64(in.AnswersSkipped), in.Name)
 	}
 	elections.add(float64(s.Elections))
+	dualTransients.add(float64(s.DualMasterTransients))
 	for _, vs := range s.VirtualServers {
 		for _, rs := range vs.RealServers {
 			rsUp.add(b2f(rs.Health == "up"), vs.Name, rs.Address)
@@ -117,7 +119,7 @@ func statusFamilies(s Status) []*family {
 		peerDrift.add(b2f(p.Drift), p.Name)
 	}
 	return []*family{state, priority, transitions, advertsSent, advertsRecv, invalid, vipsHeld,
-		repairs, evicted, answersSkipped, elections, rsUp, rsWeight, checkLatency, rsConns, reconcileWrites, reconcileErrors, peerAlive, peerDrift}
+		repairs, evicted, answersSkipped, elections, dualTransients, rsUp, rsWeight, checkLatency, rsConns, reconcileWrites, reconcileErrors, peerAlive, peerDrift}
 }
 
 // appendFamilies appends fams to b in the text format. Families without

@@ -114,6 +114,7 @@ var wantFamilies = map[string]struct{ typ, help string }{
 	"vigil_vips_evicted_total":            {"COUNTER", "VIPs removed because they were present while not master"},
 	"vigil_advert_answers_skipped_total":  {"COUNTER", "adverts of other masters not answered (one answer per advert interval)"},
 	"vigil_elections_running":             {"GAUGE", "VRRP elections running in this process (one per instance)"},
+	"vigil_dual_master_transients_total":  {"COUNTER", "overlaps of master claims too short to be a dual master (preemptions)"},
 	"vigil_real_server_up":                {"GAUGE", "1 when the real server's check says up"},
 	"vigil_real_server_ipvs_weight":       {"GAUGE", "weight in the kernel, -1 if absent"},
 	"vigil_check_latency_seconds":         {"GAUGE", "latency of the last check"},
@@ -138,7 +139,7 @@ func TestMetricsFollowStatus(t *testing.T) {
 		}}},
 		Peers:     []PeerStatus{{Name: "vs2", Alive: true, Drift: true}, {Name: weird}},
 		Reconcile: ReconcileStatus{Creates: 3, Updates: 4, Deletes: 5, Errors: 1},
-		Elections: 2,
+		Elections: 2, DualMasterTransients: 4,
 	}
 	type s = map[string]string
 	tests := []struct {
@@ -164,6 +165,7 @@ func TestMetricsFollowStatus(t *testing.T) {
 			sampleKey("vigil_vips_evicted_total", s{"instance": "www"}):                          1,
 			sampleKey("vigil_advert_answers_skipped_total", s{"instance": "www"}):                9,
 			sampleKey("vigil_elections_running", s{}):                                            2,
+			sampleKey("vigil_dual_master_transients_total", s{}):                                 4,
 
 			sampleKey("vigil_instance_state", s{"instance": weird, "state": "init"}):   0,
 			sampleKey("vigil_instance_state", s{"instance": weird, "state": "backup"}): 1,
@@ -204,6 +206,7 @@ func TestMetricsFollowStatus(t *testing.T) {
 		status: Status{},
 		want: map[string]float64{
 			sampleKey("vigil_elections_running", s{}):                      0,
+			sampleKey("vigil_dual_master_transients_total", s{}):           0,
 			sampleKey("vigil_reconcile_writes_total", s{"kind": "create"}): 0,
 			sampleKey("vigil_reconcile_writes_total", s{"kind": "update"}): 0,
 			sampleKey("vigil_reconcile_writes_total", s{"kind": "delete"}): 0,

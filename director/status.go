@@ -38,6 +38,10 @@ type Status struct {
 	Health     map[string]bool `json:"health,omitempty"`
 	IPVSDigest string          `json:"ipvs_digest,omitempty"`
 	Warnings   []string        `json:"warnings,omitempty"`
+	// DualMasterTransients counts overlaps of master claims on the cluster
+	// channel too short to be a dual master (preemptions, handovers): they
+	// are counted here, and only a longer one is a warning.
+	DualMasterTransients uint64 `json:"dual_master_transients"`
 }
 
 // InstanceStatus is one VRRP instance as this director sees it.

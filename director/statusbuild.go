@@ -193,6 +193,7 @@ func (d *Daemon) Status() Status {
 			}
 			s.Peers = append(s.Peers, ps)
 		}
+		s.DualMasterTransients = d.ch.DualMasterTransients()
 	}
 	return s
 }
