@@ -4,9 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -54,18 +52,7 @@ esac
 	if st.Runs != 2 || st.Failed != 1 || st.TimedOut != 0 || !strings.Contains(st.LastError, "superseded") {
 		t.Errorf("stats %+v, want the MASTER run killed as superseded and the STOP run done", st)
 	}
-	pb, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(pb)))
-	waitFor(t, "the hanging command's child to die with its group", 5*time.Second, func() bool {
-		if err := syscall.Kill(pid, 0); err != nil {
-			return true
-		}
-		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		return err != nil || strings.Contains(string(stat), ") Z ")
-	})
+	waitGone(t, pidFile, "the hanging command's child to die with its group")
 }
 
 // The last transition is not superseded: its command keeps its whole

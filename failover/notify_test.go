@@ -114,13 +114,19 @@ echo "$3" >> `+out+"\n")
 	if st.TimedOut != 1 || st.Failed != 1 || st.Runs != 2 || !strings.Contains(st.LastError, "timeout") {
 		t.Fatalf("stats %+v", st)
 	}
+	waitGone(t, pidFile, "the grandchild to die with its process group")
+}
+
+// waitGone waits until the process whose pid is in pidFile no longer runs:
+// reaped by init, or a zombie.
+func waitGone(t *testing.T, pidFile, what string) {
+	t.Helper()
 	pb, err := os.ReadFile(pidFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(pb)))
-	waitFor(t, "the grandchild to die with its process group", 5*time.Second, func() bool {
-		// Reaped by init, or a zombie: either way no longer running.
+	waitFor(t, what, 5*time.Second, func() bool {
 		if err := syscall.Kill(pid, 0); err != nil {
 			return true
 		}
