@@ -418,25 +418,13 @@ func (d *Daemon) startSync(ctx context.Context) error {
 	}
 	if s.Instance == "" {
 		for _, role := range []ipvs.SyncRole{ipvs.SyncMaster, ipvs.SyncBackup} {
-			if err := d.ensureSync(ctx, role); err != nil {
+			if err := d.kernel.StartSyncDaemon(ctx, ipvs.SyncDaemon{Role: role, Interface: s.Interface, SyncID: uint8(s.SyncID)}); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return d.ensureSync(ctx, ipvs.SyncBackup)
-}
-
-// ensureSync makes the sync daemon of role run as the site says. One that
-// already runs (a crashed run's, or ours) is adopted when it matches and
-// replaced when it does not: starting a running role is not an error.
-func (d *Daemon) ensureSync(ctx context.Context, role ipvs.SyncRole) error {
-	s := d.site.IPVSSync
-	adopted, err := d.kernel.EnsureSyncDaemon(ctx, ipvs.SyncDaemon{Role: role, Interface: s.Interface, SyncID: uint8(s.SyncID)})
-	if err == nil && adopted {
-		d.log.Debug("IPVS sync daemon already running as configured; adopted it", "role", role.String())
-	}
-	return err
+	return d.kernel.StartSyncDaemon(ctx, ipvs.SyncDaemon{Role: ipvs.SyncBackup, Interface: s.Interface, SyncID: uint8(s.SyncID)})
 }
 
 // syncFollow moves the sync daemon's role with the instance it follows.
@@ -450,7 +438,7 @@ func (d *Daemon) syncFollow(ctx context.Context, instance string, master bool) {
 		want, other = ipvs.SyncMaster, ipvs.SyncBackup
 	}
 	_ = d.kernel.StopSyncDaemon(ctx, other)
-	if err := d.ensureSync(ctx, want); err != nil {
+	if err := d.kernel.StartSyncDaemon(ctx, ipvs.SyncDaemon{Role: want, Interface: s.Interface, SyncID: uint8(s.SyncID)}); err != nil {
 		d.log.Error("IPVS sync daemon", "role", want.String(), "error", err)
 	} else {
 		d.log.Info("IPVS sync daemon follows the election", "role", want.String())

@@ -3,7 +3,6 @@ package ipvs
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 	"syscall"
@@ -110,41 +109,6 @@ func (k *Kernel) StartSyncDaemon(ctx context.Context, d SyncDaemon) error {
 	}
 	_, err := k.genl(ctx, "start IPVS sync daemon ("+d.Role.String()+" on "+d.Interface+")", cmdNewDaemon, 0, a)
 	return err
-}
-
-// EnsureSyncDaemon makes d run: it starts it, or, when a daemon of that
-// role already runs (left by an earlier run that crashed, or started by
-// this one before), adopts it if it matches d and replaces it if it does
-// not. adopted tells which happened.
-func (k *Kernel) EnsureSyncDaemon(ctx context.Context, d SyncDaemon) (adopted bool, err error) {
-	err = k.StartSyncDaemon(ctx, d)
-	if !errors.Is(err, syscall.EEXIST) {
-		return false, err
-	}
-	running, lerr := k.SyncDaemons(ctx)
-	if lerr != nil {
-		return false, errors.Join(err, lerr)
-	}
-	for _, r := range running {
-		if r.Role == d.Role && d.matches(r) {
-			return true, nil
-		}
-	}
-	if err := k.StopSyncDaemon(ctx, d.Role); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return false, err
-	}
-	return false, k.StartSyncDaemon(ctx, d)
-}
-
-// matches reports whether the running daemon r is what d asks for: the
-// same interface and sync id, and the same settings where d sets them
-// (zero ones take the kernel's defaults, which r reads back).
-func (d SyncDaemon) matches(r SyncDaemon) bool {
-	return r.Interface == d.Interface && r.SyncID == d.SyncID &&
-		(d.MaxLen == 0 || r.MaxLen == d.MaxLen) &&
-		(!d.Group.IsValid() || r.Group == d.Group.Unmap()) &&
-		(d.Port == 0 || r.Port == d.Port) &&
-		(d.TTL == 0 || r.TTL == d.TTL)
 }
 
 // StopSyncDaemon stops the daemon of that role. Stopping one that does not

@@ -470,38 +470,3 @@ func TestGuestSyncDaemonAndTimeouts(t *testing.T) {
 		t.Fatal("sub-second timeout accepted")
 	}
 }
-
-// A restarted director finds the sync daemons of its last run: it adopts
-// one that matches what it wants and replaces one that does not, and
-// starting afresh works as before.
-func TestGuestEnsureSyncDaemonAdopts(t *testing.T) {
-	g := newGuestNS(t)
-	ctx := context.Background()
-	g.run(t, guestIP, "link", "add", "sync0", "type", "dummy")
-	g.run(t, guestIP, "link", "set", "sync0", "up")
-	want := ipvs.SyncDaemon{Role: ipvs.SyncBackup, Interface: "sync0", SyncID: 51}
-	if adopted, err := g.k.EnsureSyncDaemon(ctx, want); err != nil || adopted {
-		t.Fatalf("fresh start: adopted %v, %v", adopted, err)
-	}
-	// The same again (a daemon restarted after a crash): adopted, no error.
-	if adopted, err := g.k.EnsureSyncDaemon(ctx, want); err != nil || !adopted {
-		t.Fatalf("same daemon again: adopted %v, %v; want adopted", adopted, err)
-	}
-	// Another sync id (the site file changed meanwhile): replaced.
-	other := want
-	other.SyncID = 52
-	if adopted, err := g.k.EnsureSyncDaemon(ctx, other); err != nil || adopted {
-		t.Fatalf("changed daemon: adopted %v, %v; want replaced", adopted, err)
-	}
-	got, err := g.k.SyncDaemons(ctx)
-	if err != nil || len(got) != 1 || got[0].SyncID != 52 || got[0].Role != ipvs.SyncBackup {
-		t.Fatalf("after replacing: %+v %v", got, err)
-	}
-	witness, err := ipvsadm.ParseDaemons(g.ipvsadm(t, "-L", "--daemon"))
-	if err != nil || len(witness) != 1 || witness[0].SyncID != 52 {
-		t.Fatalf("ipvsadm sees %+v %v", witness, err)
-	}
-	if err := g.k.StopSyncDaemon(ctx, ipvs.SyncBackup); err != nil {
-		t.Fatal(err)
-	}
-}
