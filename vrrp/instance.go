@@ -254,8 +254,8 @@ type Instance struct {
 	startedAt      time.Time
 	lowerSince     time.Time // first advert of the current lower-priority master (preempt delay)
 	lastReannounce time.Time
-	lastLower      time.Time // last advert of a lower-priority master, as master
-	lastAnswer     time.Time // last advert sent to answer another master, as master
+	lastLower      time.Time  // last advert of a lower-priority master, as master
+	lastAnswer     time.Time  // last advert sent to answer another master, as master
 	forcing        *SyncGroup // the group whose force step is running
 	running        bool
 	done           chan struct{}
