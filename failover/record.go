@@ -1,10 +1,10 @@
 package failover
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/netip"
@@ -69,21 +69,24 @@ func ReadRecord(path string) ([]VIP, error) {
 		return nil, fmt.Errorf("read VIP record: %w", err)
 	}
 	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxRecordSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read VIP record %s: %w", path, err)
+	}
+	if len(b) > maxRecordSize {
+		return nil, fmt.Errorf("read VIP record %s: larger than %d bytes, not ours", path, maxRecordSize)
+	}
 	var vips []VIP
-	sc := bufio.NewScanner(&limitedReader{f, maxRecordSize})
-	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
+	for i, line := range strings.Split(string(b), "\n") {
+		text := strings.TrimSpace(line)
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
 		v, err := parseVIPLine(text)
 		if err != nil {
-			return vips, fmt.Errorf("read VIP record %s:%d: %w", path, line, err)
+			return vips, fmt.Errorf("read VIP record %s:%d: %w", path, i+1, err)
 		}
 		vips = append(vips, v)
-	}
-	if err := sc.Err(); err != nil {
-		return vips, fmt.Errorf("read VIP record %s: %w", path, err)
 	}
 	return vips, nil
 }
@@ -107,7 +110,7 @@ func parseVIPLine(s string) (VIP, error) {
 
 // RemoveRecorded removes, in ns (nil: ours), every VIP of the record at
 // path that is present on its interface, and returns those it removed.
-// A record that cannot be read removes what it could parse.
+// A record with a bad line still removes the VIPs of the lines before it.
 func RemoveRecorded(path string, ns *netns.NsHandle, log *slog.Logger) ([]VIP, error) {
 	vips, rerr := ReadRecord(path)
 	if len(vips) == 0 {
@@ -131,23 +134,4 @@ func RemoveRecorded(path string, ns *netns.NsHandle, log *slog.Logger) ([]VIP, e
 	defer h.Close()
 	removed, err := newVIPSet(h, vips, log).release("removed stale VIP recorded by an earlier run")
 	return removed, errors.Join(rerr, err)
-}
-
-// limitedReader stops after n bytes with an error, unlike io.LimitReader
-// which stops silently: a record that large is not ours.
-type limitedReader struct {
-	r interface{ Read([]byte) (int, error) }
-	n int64
-}
-
-func (l *limitedReader) Read(p []byte) (int, error) {
-	if l.n <= 0 {
-		return 0, fmt.Errorf("larger than %d bytes", maxRecordSize)
-	}
-	if int64(len(p)) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.r.Read(p)
-	l.n -= int64(n)
-	return n, err
 }
