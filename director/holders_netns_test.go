@@ -436,10 +436,30 @@ func TestNetnsBrokenSiteStillRemovesStaleVIPs(t *testing.T) {
 	p := newPairLab(t)
 	p.start()
 	d1, d2, h1, h2, dir, bin := p.d1, p.d2, p.h1, p.h2, p.dir, p.bin
+	// A reload that adds a VIP records it before it can be claimed.
+	site, _ := os.ReadFile(p.site)
+	grown := strings.Replace(string(site), `vips = ["10.99.0.101/24 label eth0:101"]`, `vips = ["10.99.0.101/24 label eth0:101", "10.99.0.102/24"]`, 1)
+	if grown == string(site) {
+		t.Fatal("site file: VIP line not found")
+	}
+	if err := os.WriteFile(p.site, []byte(grown), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reloadAndWait(t, d1)
+	reloadAndWait(t, d2)
+	if rec, _ := os.ReadFile(filepath.Join(dir, "vs1.vips")); !strings.Contains(string(rec), "10.99.0.102/24 dev eth0") {
+		t.Fatalf("the VIP record after a reload that added a VIP:\n%s", rec)
+	}
+	carries102 := func() bool {
+		out, _ := h1.Run("ip", "-o", "-4", "addr", "show", "dev", "eth0")
+		return strings.Contains(out, "10.99.0.102/24")
+	}
+	waitMaster(t, d1, d2, h1, h2)
+	eventually(t, 5*time.Second, "vs1 holds the added VIP", carries102)
 	d1.signal(syscall.SIGKILL)
 	d1.wait(t, 5*time.Second)
-	if !hasVIP(h1) {
-		t.Fatal("a killed master should still carry its VIP")
+	if !hasVIP(h1) || !carries102() {
+		t.Fatal("a killed master should still carry its VIPs")
 	}
 	eventually(t, 5*time.Second, "vs2 takes over", func() bool { return instanceState(t, d2) == "master" && hasVIP(h2) })
 	broken := filepath.Join(dir, "broken.toml")
@@ -453,7 +473,7 @@ func TestNetnsBrokenSiteStillRemovesStaleVIPs(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 		t.Errorf("exit: %v, want 1 (a config error)\n%s", err, out)
 	}
-	if hasVIP(h1) || !strings.Contains(string(out), "removed stale VIPs recorded by an earlier run") {
+	if hasVIP(h1) || carries102() || !strings.Contains(string(out), "removed stale VIPs recorded by an earlier run") {
 		t.Fatalf("the stale VIP stayed on vs1 (or its removal was not logged) although its next start ran:\n%s", out)
 	}
 	t.Logf("broken start:\n%s", out)

@@ -66,9 +66,8 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	// Stale VIPs first, before anything that can fail: a director that
 	// crashed as master and now cannot load its site file must not keep
 	// answering for the VIPs while the peer holds them.
-	record := ""
-	if *stateDir != "" {
-		record = filepath.Join(*stateDir, *node+".vips")
+	record := vipRecordPath(*stateDir, *node)
+	if record != "" {
 		if removed, err := failover.RemoveRecorded(record, nil, log.With("node", *node)); err != nil {
 			log.Warn("remove recorded stale VIPs", "record", record, "error", err)
 		} else if len(removed) > 0 {
@@ -97,4 +96,14 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// vipRecordPath is where a director keeps the record of the VIPs it may
+// hold: NODE.vips in the state directory; "" (no record) when the state
+// directory is "".
+func vipRecordPath(stateDir, node string) string {
+	if stateDir == "" {
+		return ""
+	}
+	return filepath.Join(stateDir, node+".vips")
 }
