@@ -85,17 +85,7 @@ func TestNetnsRemoveRecorded(t *testing.T) {
 // findAddrOn is findAddr on a named interface of h.
 func findAddrOn(t *testing.T, h *netlab.Host, ifname, ip string) *netlink.Addr {
 	t.Helper()
-	hd := h.Handle()
-	defer hd.Close()
-	link, err := hd.LinkByName(ifname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as, err := hd.AddrList(link, netlink.FAMILY_ALL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range as {
+	for _, a := range addrsOn(t, h, ifname) {
 		if a.IP.String() == ip {
 			return &a
 		}

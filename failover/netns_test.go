@@ -60,11 +60,14 @@ func mustVIP(s, ifname, label string) failover.VIP {
 }
 
 // addrs lists h's eth0 addresses as netlink sees them.
-func addrs(t *testing.T, h *netlab.Host) []netlink.Addr {
+func addrs(t *testing.T, h *netlab.Host) []netlink.Addr { return addrsOn(t, h, "eth0") }
+
+// addrsOn lists the addresses of h's interface ifname.
+func addrsOn(t *testing.T, h *netlab.Host, ifname string) []netlink.Addr {
 	t.Helper()
 	hd := h.Handle()
 	defer hd.Close()
-	link, err := hd.LinkByName("eth0")
+	link, err := hd.LinkByName(ifname)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,12 +80,7 @@ func addrs(t *testing.T, h *netlab.Host) []netlink.Addr {
 
 func findAddr(t *testing.T, h *netlab.Host, ip string) *netlink.Addr {
 	t.Helper()
-	for _, a := range addrs(t, h) {
-		if a.IP.String() == ip {
-			return &a
-		}
-	}
-	return nil
+	return findAddrOn(t, h, "eth0", ip)
 }
 
 func waitUntil(t *testing.T, what string, limit time.Duration, cond func() bool) {
