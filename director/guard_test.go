@@ -1,6 +1,9 @@
 package director
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestGuardRepairsOnlyAPersistentMismatch(t *testing.T) {
 	type check struct{ electionMaster, claimerMaster, idle, repair bool }
@@ -29,5 +32,19 @@ func TestGuardRepairsOnlyAPersistentMismatch(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The README promises a check every five advert intervals, 250 ms to 1 s.
+func TestGuardInterval(t *testing.T) {
+	for _, tc := range []struct{ advert, want time.Duration }{
+		{10 * time.Millisecond, 250 * time.Millisecond},
+		{100 * time.Millisecond, 500 * time.Millisecond},
+		{time.Second, time.Second},
+		{3 * time.Second, time.Second},
+	} {
+		if got := guardInterval(tc.advert); got != tc.want {
+			t.Errorf("guardInterval(%v) = %v, want %v", tc.advert, got, tc.want)
+		}
 	}
 }

@@ -243,11 +243,7 @@ func (d *Daemon) apply(in *instance, ev vrrp.Event, log interface {
 // is normal and left to the worker; one seen twice with nothing in
 // flight, or one that outlives a stuck worker, is repaired.
 func (d *Daemon) guard(ctx context.Context, in *instance, log *slog.Logger) {
-	// A few checks a second at most: the ordered steps and the VIP
-	// watcher's eviction do the real work; this is the safety net, and an
-	// idle director should not wake for it at every advert.
-	every := min(max(5*in.cfg.AdvertInterval.Duration, 250*time.Millisecond), time.Second)
-	tick := time.NewTicker(every)
+	tick := time.NewTicker(guardInterval(in.cfg.AdvertInterval.Duration))
 	defer tick.Stop()
 	var g guardState
 	for {
@@ -263,6 +259,14 @@ func (d *Daemon) guard(ctx context.Context, in *instance, log *slog.Logger) {
 			d.repair(ctx, in, log)
 		}
 	}
+}
+
+// guardInterval is how often the guard checks: every five advert
+// intervals, 250 ms to 1 s. A few checks a second at most: the ordered
+// steps and the VIP watcher's eviction do the real work; this is the
+// safety net, and an idle director should not wake for it at every advert.
+func guardInterval(advert time.Duration) time.Duration {
+	return min(max(5*advert, 250*time.Millisecond), time.Second)
 }
 
 // guardState is the guard's memory between checks.
