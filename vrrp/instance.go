@@ -144,14 +144,22 @@ const (
 	// healed split brain); announce the VIPs again (GARP/NA) so caches
 	// that learnt the other node's MAC are corrected.
 	Reannounce
+	// Successor: after Resign, the first advert of another master
+	// (priority above 0), whatever its priority; Peer sent it. The daemon
+	// keeps the VIPs until then, so the new master has them before the
+	// old one lets go (make-before-break).
+	Successor
 
 	// faultsChanged goes to sync-group hooks only.
 	faultsChanged EventKind = 100
 )
 
 func (k EventKind) String() string {
-	if k == Reannounce {
+	switch k {
+	case Reannounce:
 		return "reannounce"
+	case Successor:
+		return "successor"
 	}
 	return "transition"
 }
@@ -171,6 +179,10 @@ type Event struct {
 	// higher-priority one.
 	Peer netip.Addr
 	Time time.Time
+	// Resigned marks a Master->Backup transition of a planned handover
+	// (Resign): a priority-0 advert went out, and a Successor event
+	// follows when the new master is heard.
+	Resigned bool
 
 	// forcedBy is the sync group that forced this transition (force), so
 	// the group does not propagate its own transitions back.
@@ -212,7 +224,10 @@ type Status struct {
 	MasterPriority uint8
 	MasterInterval time.Duration // learnt from the master's adverts (v3)
 	Faults         []string
-	Counters       Counters
+	// PreemptHolds name what keeps this backup from preempting a
+	// lower-priority master right now (SetPreemptHold).
+	PreemptHolds []string
+	Counters     Counters
 }
 
 // Instance runs one virtual router.
@@ -250,6 +265,9 @@ type Instance struct {
 	downReason     string    // why the pending down timer would make us master
 	faults         map[string]bool
 	weights        map[string]int
+	holds          map[string]bool // SetPreemptHold: reasons not to preempt now
+	awaitSuccessor bool            // resigned; the next other master's advert is a Successor
+	resigning      bool            // the transition being made is a resignation
 	hooks          []func(Event) // sync groups: called inline, after the lock
 	startedAt      time.Time
 	lowerSince     time.Time // first advert of the current lower-priority master (preempt delay)
@@ -300,6 +318,7 @@ func NewInstance(cfg Config, tr Transport, clk Clock, onEvent func(Event)) (*Ins
 		prio:    cfg.Priority,
 		faults:  map[string]bool{},
 		weights: map[string]int{},
+		holds:   map[string]bool{},
 		evWake:  make(chan struct{}, 1),
 	}
 	in.masterInterval = cfg.Interval
@@ -489,6 +508,54 @@ func (in *Instance) SetFault(reason string, on bool) {
 	})
 }
 
+// Resign steps down from Master for a planned handover: a priority-0
+// advert, so the best backup takes over after its Skew_Time (RFC 5798,
+// as on shutdown), and then Backup, not Fault: no notify_fault runs and
+// a sync group follows as it does for any step-down. The Transition
+// event has Resigned set, and the first advert of another master heard
+// afterwards is a Successor event, so the daemon can keep the VIPs until
+// the new master has them. Resign reports whether the instance was
+// master. The caller lowers the priority first (SetPriority) when the
+// instance must not take mastership back.
+func (in *Instance) Resign(reason string) bool {
+	was := false
+	in.step(func(fx *effects) {
+		if !in.running || in.state != Master {
+			return
+		}
+		was = true
+		in.resign(fx, reason)
+	})
+	return was
+}
+
+// resign is Resign's step (also a sync group's, for its other members).
+func (in *Instance) resign(fx *effects, reason string) {
+	fx.send = append(fx.send, in.advert(0))
+	in.masterAddr, in.masterPrio = netip.Addr{}, 0
+	in.masterInterval = in.cfg.Interval
+	in.resigning = true
+	in.becomeBackup(fx, reason, netip.Addr{})
+	in.resigning = false
+	in.awaitSuccessor = true
+}
+
+// SetPreemptHold raises (on=true) or clears a reason not to preempt: while
+// any is raised, a backup takes a lower-priority master's adverts as it
+// does with preempt off, so it does not take mastership back; it still
+// takes over a master that goes silent or resigns. The daemon holds
+// preemption while a returning director receives the connections it
+// would otherwise reset.
+func (in *Instance) SetPreemptHold(reason string, on bool) {
+	in.step(func(fx *effects) {
+		if on {
+			in.holds[reason] = true
+		} else {
+			delete(in.holds, reason)
+		}
+	})
+}
+
 // State is the current state.
 func (in *Instance) State() State {
 	in.mu.Lock()
@@ -517,6 +584,10 @@ func (in *Instance) Status() Status {
 		s.Faults = append(s.Faults, f)
 	}
 	sort.Strings(s.Faults)
+	for h := range in.holds {
+		s.PreemptHolds = append(s.PreemptHolds, h)
+	}
+	sort.Strings(s.PreemptHolds)
 	s.Counters.Dropped = map[DropReason]uint64{}
 	for r, n := range in.dropped {
 		if n > 0 {
@@ -670,8 +741,9 @@ func (in *Instance) safely(f func(Event), ev Event) {
 }
 
 // force moves a running Backup to Master or a Master to Backup on behalf
-// of sync group g; other states are left alone.
-func (in *Instance) force(g *SyncGroup, to State, reason string) {
+// of sync group g; other states are left alone. resign makes a step-down
+// a resignation (Resign), as the member's that the group follows was.
+func (in *Instance) force(g *SyncGroup, to State, reason string, resign bool) {
 	in.step(func(fx *effects) {
 		if !in.running {
 			return
@@ -681,6 +753,8 @@ func (in *Instance) force(g *SyncGroup, to State, reason string) {
 		switch {
 		case to == Master && in.state == Backup:
 			in.becomeMaster(fx, reason)
+		case to == Backup && in.state == Master && resign:
+			in.resign(fx, reason)
 		case to == Backup && in.state == Master:
 			in.masterAddr, in.masterPrio = netip.Addr{}, 0
 			in.becomeBackup(fx, reason, netip.Addr{})
@@ -743,12 +817,13 @@ func (in *Instance) transition(fx *effects, to State, reason string, peer netip.
 		in.stopPacing()
 	}
 	in.state = to
+	in.awaitSuccessor = false
 	in.since = in.clk.Now()
 	in.lowerSince = time.Time{}
 	in.c.Transitions++
 	ev := Event{Kind: Transition, Instance: in.cfg.Name, VRID: in.cfg.VRID, From: from, To: to, Reason: reason,
 		Priority: in.prio, MasterAddr: in.masterAddr, MasterPriority: in.masterPrio, Peer: peer, Time: in.since,
-		forcedBy: in.forcing}
+		forcedBy: in.forcing, Resigned: in.resigning}
 	if to == Master {
 		ev.MasterAddr, ev.MasterPriority = in.local, in.prio
 	}
@@ -994,6 +1069,12 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 
 	switch in.state {
 	case Backup:
+		if in.awaitSuccessor && a.Priority > 0 {
+			in.awaitSuccessor = false
+			fx.events = append(fx.events, Event{Kind: Successor, Instance: in.cfg.Name, VRID: in.cfg.VRID,
+				From: Backup, To: Backup, Priority: in.prio, MasterAddr: src, MasterPriority: a.Priority, Peer: src, Time: now,
+				Reason: fmt.Sprintf("new master %s (priority %d)", src, a.Priority)})
+		}
 		if a.Priority == 0 {
 			// The master resigned: take over after Skew_Time only.
 			in.masterAddr, in.masterPrio = src, 0
@@ -1069,7 +1150,7 @@ func (in *Instance) shouldAccept(a Advert, now time.Time) bool {
 		in.lowerSince = time.Time{}
 		return true
 	}
-	if in.cfg.NoPreempt {
+	if in.cfg.NoPreempt || len(in.holds) > 0 {
 		return true
 	}
 	if now.Sub(in.startedAt) < in.cfg.StartupDelay {

@@ -271,13 +271,13 @@ func (g *SyncGroup) observe(from *Instance, ev Event) {
 	case ev.To == Master:
 		for _, m := range g.members {
 			if m != from {
-				m.force(g, Master, reason)
+				m.force(g, Master, reason, false)
 			}
 		}
 	case ev.To == Backup && ev.From == Master:
 		for _, m := range g.members {
 			if m != from {
-				m.force(g, Backup, reason)
+				m.force(g, Backup, reason, ev.Resigned)
 			}
 		}
 	}
