@@ -268,7 +268,7 @@ type Instance struct {
 	holds          map[string]bool // SetPreemptHold: reasons not to preempt now
 	awaitSuccessor bool            // resigned; the next other master's advert is a Successor
 	resigning      bool            // the transition being made is a resignation
-	hooks          []func(Event) // sync groups: called inline, after the lock
+	hooks          []func(Event)   // sync groups: called inline, after the lock
 	startedAt      time.Time
 	lowerSince     time.Time // first advert of the current lower-priority master (preempt delay)
 	lastReannounce time.Time
