@@ -2,6 +2,7 @@ package pacer
 
 import (
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -54,5 +55,36 @@ type Stats struct {
 	Sent      uint64 // datagrams sent
 	Errors    uint64 // sends that failed
 	LastErrno int    // errno of the last failed send, 0 if none
-	Lapsed    uint64 // leases that ran out while sending
+}
+
+// Policy is a real-time scheduling policy for the thread (sched(7)).
+type Policy int
+
+const (
+	FIFO Policy = iota + 1 // SCHED_FIFO
+	RR                     // SCHED_RR, keepalived's for vrrp_rt_priority
+)
+
+func (p Policy) String() string {
+	switch p {
+	case FIFO:
+		return "SCHED_FIFO"
+	case RR:
+		return "SCHED_RR"
+	}
+	return fmt.Sprintf("Policy(%d)", int(p))
+}
+
+// checkRealtime validates SetRealtime's arguments; priority 0 (off)
+// takes any policy.
+func checkRealtime(policy Policy, priority int) error {
+	switch {
+	case priority == 0:
+		return nil
+	case priority < 0 || priority > 99:
+		return fmt.Errorf("pacer: real-time priority %d not in 1..99 (0 is off)", priority)
+	case policy != FIFO && policy != RR:
+		return fmt.Errorf("pacer: %s is not a real-time policy", policy)
+	}
+	return nil
 }

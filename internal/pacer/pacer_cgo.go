@@ -5,6 +5,7 @@ package pacer
 /*
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -17,6 +18,8 @@ struct pacer {
 	pthread_mutex_t mu;
 	pthread_cond_t cond; // CLOCK_MONOTONIC
 	pthread_t thread;
+	int started;         // thread is running (created on the first start)
+	int policy, prio;    // real-time class of the thread; prio 0: inherit (off)
 	int fd;
 	int quit;
 	int active;
@@ -24,7 +27,7 @@ struct pacer {
 	struct msghdr *msgs; // one malloc block: headers, iovecs, names, payloads, control
 	int64_t interval;    // ns
 	struct timespec next, lease;
-	uint64_t sent, errors, lapsed;
+	uint64_t sent, errors;
 	int last_errno;
 };
 
@@ -56,7 +59,6 @@ static void *pacer_run(void *arg) {
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if (!ts_before(&now, &p->lease)) {
 			p->active = 0;
-			p->lapsed++;
 			continue;
 		}
 		if (!ts_before(&now, &p->next)) {
@@ -89,9 +91,9 @@ static void *pacer_run(void *arg) {
 	return NULL;
 }
 
-static struct pacer *pacer_new(int fd, int *err) {
+static struct pacer *pacer_new(int fd) {
 	struct pacer *p = calloc(1, sizeof *p);
-	if (!p) { *err = ENOMEM; return NULL; }
+	if (!p) return NULL;
 	p->fd = fd;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -99,18 +101,47 @@ static struct pacer *pacer_new(int fd, int *err) {
 	pthread_cond_init(&p->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&p->mu, NULL);
+	return p;
+}
+
+// spawn creates a thread running fn with the given real-time class (prio
+// 0: inherited, i.e. the creating Go thread's SCHED_OTHER). With an
+// explicit class pthread_create itself fails (EPERM without CAP_SYS_NICE
+// or an RLIMIT_RTPRIO that allows prio), so no thread ever runs at a class
+// it was not given.
+static int spawn(pthread_t *t, void *(*fn)(void *), void *arg, int policy, int prio) {
 	pthread_attr_t ta;
 	pthread_attr_init(&ta);
 	pthread_attr_setstacksize(&ta, 64 * 1024);
-	*err = pthread_create(&p->thread, &ta, pacer_run, p);
-	pthread_attr_destroy(&ta);
-	if (*err) {
-		pthread_cond_destroy(&p->cond);
-		pthread_mutex_destroy(&p->mu);
-		free(p);
-		return NULL;
+	if (prio > 0) {
+		struct sched_param sp = { .sched_priority = prio };
+		pthread_attr_setinheritsched(&ta, PTHREAD_EXPLICIT_SCHED);
+		pthread_attr_setschedpolicy(&ta, policy);
+		pthread_attr_setschedparam(&ta, &sp);
 	}
-	return p;
+	int err = pthread_create(t, &ta, fn, arg);
+	pthread_attr_destroy(&ta);
+	return err;
+}
+
+static void *noop(void *arg) { return arg; }
+
+// pacer_set_class sets the real-time class of the thread: at once if it
+// runs, else when it is created, after checking with a thread that ends
+// at once that this process may create one of that class.
+static int pacer_set_class(struct pacer *p, int policy, int prio) {
+	pthread_mutex_lock(&p->mu);
+	int err = 0;
+	if (p->started) {
+		struct sched_param sp = { .sched_priority = prio };
+		err = pthread_setschedparam(p->thread, prio > 0 ? policy : SCHED_OTHER, &sp);
+	} else if (prio > 0) {
+		pthread_t t;
+		if (!(err = spawn(&t, noop, NULL, policy, prio))) pthread_join(t, NULL);
+	}
+	if (!err) { p->policy = policy; p->prio = prio; }
+	pthread_mutex_unlock(&p->mu);
+	return err;
 }
 
 // pacer_start copies everything it is given (the caller's memory is Go's).
@@ -143,6 +174,17 @@ static int pacer_start(struct pacer *p, int n, const uint8_t *names, const int *
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	pthread_mutex_lock(&p->mu);
+	if (!p->started) {
+		// The thread starts on first use: an instance that is never a
+		// paced master never has one.
+		int err = spawn(&p->thread, pacer_run, p, p->policy, p->prio);
+		if (err) {
+			pthread_mutex_unlock(&p->mu);
+			free(m);
+			return err;
+		}
+		p->started = 1;
+	}
 	free(p->msgs);
 	p->msgs = m;
 	p->n = n;
@@ -177,12 +219,11 @@ static void pacer_stop(struct pacer *p) {
 	pthread_mutex_unlock(&p->mu);
 }
 
-static void pacer_stats(struct pacer *p, uint64_t *sent, uint64_t *errors, int *last_errno, uint64_t *lapsed) {
+static void pacer_stats(struct pacer *p, uint64_t *sent, uint64_t *errors, int *last_errno) {
 	pthread_mutex_lock(&p->mu);
 	*sent = p->sent;
 	*errors = p->errors;
 	*last_errno = p->last_errno;
-	*lapsed = p->lapsed;
 	pthread_mutex_unlock(&p->mu);
 }
 
@@ -191,8 +232,9 @@ static void pacer_free(struct pacer *p) {
 	p->quit = 1;
 	p->active = 0;
 	pthread_cond_signal(&p->cond);
+	int started = p->started;
 	pthread_mutex_unlock(&p->mu);
-	pthread_join(p->thread, NULL);
+	if (started) pthread_join(p->thread, NULL);
 	pthread_cond_destroy(&p->cond);
 	pthread_mutex_destroy(&p->mu);
 	free(p->msgs);
@@ -209,27 +251,56 @@ import (
 	"unsafe"
 )
 
-// Pacer is one sending thread. Its methods are safe for concurrent use.
+// Pacer is one sending thread, started by the first Start. Its methods
+// are safe for concurrent use.
 type Pacer struct {
 	mu sync.Mutex // guards p against Close
 	p  *C.struct_pacer
 }
 
-// Available says whether New can start a thread in this build.
+// Available says whether New can make a pacer in this build.
 func Available() bool { return true }
 
-// New starts a thread that will send on fd, idle until Start. fd belongs
-// to the caller and must stay open until Close returns.
+// New makes a pacer that will send on fd. No thread runs until the first
+// Start. fd belongs to the caller and must stay open until Close returns.
 func New(fd int) (*Pacer, error) {
-	var e C.int
-	p := C.pacer_new(C.int(fd), &e)
+	p := C.pacer_new(C.int(fd))
 	if p == nil {
-		return nil, fmt.Errorf("pacer: start thread: %w", syscall.Errno(e))
+		return nil, fmt.Errorf("pacer: new: %w", syscall.ENOMEM)
 	}
 	return &Pacer{p: p}, nil
 }
 
-// Start replaces what is sent and restarts the schedule and the lease.
+// SetRealtime runs the thread in a real-time scheduling class (as
+// keepalived's vrrp_rt_priority does its process), so that a busy machine
+// does not delay an advert: policy FIFO or RR at priority 1..99, or
+// priority 0 for the normal class. Before the thread exists it checks,
+// with a thread that ends at once, that the class can be had, so a
+// missing CAP_SYS_NICE is an error now, not at the first Start.
+func (p *Pacer) SetRealtime(policy Policy, priority int) error {
+	var cpol C.int
+	if err := checkRealtime(policy, priority); err != nil {
+		return err
+	}
+	switch policy {
+	case FIFO:
+		cpol = C.SCHED_FIFO
+	case RR:
+		cpol = C.SCHED_RR
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.p == nil {
+		return ErrClosed
+	}
+	if e := C.pacer_set_class(p.p, cpol, C.int(priority)); e != 0 {
+		return fmt.Errorf("pacer: real-time %s priority %d: %w (needs CAP_SYS_NICE)", policy, priority, syscall.Errno(e))
+	}
+	return nil
+}
+
+// Start replaces what is sent and restarts the schedule and the lease,
+// starting the thread if it is not running.
 func (p *Pacer) Start(s Schedule) error {
 	if err := s.check(); err != nil {
 		return err
@@ -262,7 +333,8 @@ func (p *Pacer) Start(s Schedule) error {
 
 // Renew extends the lease to lease from now without touching the
 // schedule. It returns false when the pacer is not sending (never
-// started, stopped, or the lease had already run out).
+// started, stopped, or the lease had already run out); it never starts
+// the thread.
 func (p *Pacer) Renew(lease time.Duration) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -285,13 +357,13 @@ func (p *Pacer) Stats() Stats {
 	if p.p == nil {
 		return Stats{}
 	}
-	var sent, errs, lapsed C.uint64_t
+	var sent, errs C.uint64_t
 	var errno C.int
-	C.pacer_stats(p.p, &sent, &errs, &errno, &lapsed)
-	return Stats{Sent: uint64(sent), Errors: uint64(errs), LastErrno: int(errno), Lapsed: uint64(lapsed)}
+	C.pacer_stats(p.p, &sent, &errs, &errno)
+	return Stats{Sent: uint64(sent), Errors: uint64(errs), LastErrno: int(errno)}
 }
 
-// Close stops the thread and waits for it to end.
+// Close stops the thread, if it was started, and waits for it to end.
 func (p *Pacer) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -13,6 +13,14 @@ func Available() bool { return false }
 // New returns ErrUnavailable: the thread needs cgo.
 func New(fd int) (*Pacer, error) { return nil, ErrUnavailable }
 
+// SetRealtime returns ErrUnavailable unless priority is 0 (off).
+func (p *Pacer) SetRealtime(policy Policy, priority int) error {
+	if err := checkRealtime(policy, priority); err != nil || priority == 0 {
+		return err
+	}
+	return ErrUnavailable
+}
+
 // Start returns ErrUnavailable.
 func (p *Pacer) Start(Schedule) error { return ErrUnavailable }
 

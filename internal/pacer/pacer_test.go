@@ -2,14 +2,18 @@ package pacer
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 	"unsafe"
 
+	"github.com/vigil-lb/vigil/internal/testenv"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,8 +39,9 @@ func loopback(t *testing.T) (*net.UDPConn, int, []byte) {
 
 func newPacer(t *testing.T, fd int) *Pacer {
 	t.Helper()
+	testenv.NeedCgo(t)
 	if !Available() {
-		t.Skip("pacer: this build has no cgo (CGO_ENABLED=0); callers use their timers")
+		t.Fatal("a cgo build without the pacer (not linux?)")
 	}
 	p, err := New(fd)
 	if err != nil {
@@ -152,27 +157,32 @@ func TestPacerLease(t *testing.T) {
 			t.Fatalf("renewal %d: lease ran out early (a stalled machine?)", i)
 		}
 	}
-	if st := p.Stats(); st.Lapsed != 0 || st.Sent < 10 {
+	renewed := time.Now()
+	if st := p.Stats(); st.Sent < 10 {
 		t.Fatalf("after 400 ms of renewals: %+v", st)
 	}
 	if recv(t, ln, 5*time.Second) == nil {
 		t.Fatal("not sending after renewals")
 	}
-	// Not renewed: it stops.
-	deadline := time.Now().Add(10 * time.Second)
-	for p.Stats().Lapsed == 0 {
+	// Not renewed: it stops, no sooner than the lease. Stopped means
+	// nothing sent for 10 intervals.
+	deadline := renewed.Add(10 * time.Second)
+	for sent := p.Stats().Sent; ; {
+		time.Sleep(100 * time.Millisecond)
+		now := p.Stats().Sent
+		if now == sent {
+			break
+		}
+		sent = now
 		if time.Now().After(deadline) {
 			t.Fatal("lease never ran out")
 		}
-		time.Sleep(20 * time.Millisecond)
+	}
+	if el := time.Since(renewed); el < 300*time.Millisecond {
+		t.Fatalf("stopped %v after the last renewal, before the 300 ms lease", el)
 	}
 	if p.Renew(time.Minute) {
 		t.Fatal("Renew after the lease ran out reported it sending")
-	}
-	sent := p.Stats().Sent
-	time.Sleep(100 * time.Millisecond)
-	if got := p.Stats().Sent; got != sent {
-		t.Fatalf("sent %d after the lease ran out", got-sent)
 	}
 }
 
@@ -241,22 +251,183 @@ func pacerThreads(t *testing.T) int {
 	return n
 }
 
-// The thread names itself, so an operator's top -H tells it from Go's,
+// waitThreads waits until want threads are named vigil-pacer.
+func waitThreads(t *testing.T, want int) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); pacerThreads(t) != want; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d threads named vigil-pacer, want %d", pacerThreads(t), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The thread starts on the first Start (a pacer that is never used, as
+// for an instance at one-second adverts, has none; Renew and Stop do not
+// start it), names itself, so an operator's top -H tells it from Go's,
 // and Close ends it.
-func TestPacerThreadNamed(t *testing.T) {
-	_, fd, _ := loopback(t)
+func TestPacerThreadStartsOnFirstUse(t *testing.T) {
+	ln, fd, name := loopback(t)
 	before := pacerThreads(t)
 	p := newPacer(t, fd)
-	waitThreads := func(want int) {
-		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); pacerThreads(t) != want; {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d threads named vigil-pacer, want %d", pacerThreads(t), want)
-			}
-			time.Sleep(10 * time.Millisecond)
+	if p.Renew(time.Minute) {
+		t.Fatal("Renew of a new pacer reported it sending")
+	}
+	p.Stop()
+	time.Sleep(50 * time.Millisecond)
+	if n := pacerThreads(t); n != before {
+		t.Fatalf("%d threads named vigil-pacer before the first Start, want %d", n, before)
+	}
+	if err := p.Start(Schedule{Datagrams: []Datagram{{Name: name, Payload: []byte("x")}}, Interval: 10 * time.Millisecond, Lease: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	waitThreads(t, before+1)
+	if recv(t, ln, 5*time.Second) == nil {
+		t.Fatal("nothing sent")
+	}
+	p.Stop()
+	p.Close()
+	waitThreads(t, before)
+
+	// Closed without ever starting: nothing to join.
+	p2 := newPacer(t, fd)
+	p2.Close()
+	if n := pacerThreads(t); n != before {
+		t.Fatalf("%d threads after closing an unused pacer", n)
+	}
+}
+
+// threadClass returns the scheduling policy and real-time priority of
+// the one thread named vigil-pacer (proc(5): fields 41 and 40 of stat).
+func threadClass(t *testing.T) (policy, prio int) {
+	t.Helper()
+	comms, _ := filepath.Glob("/proc/self/task/*/comm")
+	var found []string
+	for _, f := range comms {
+		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == "vigil-pacer" {
+			found = append(found, filepath.Dir(f))
 		}
 	}
-	waitThreads(before + 1)
-	p.Close()
-	waitThreads(before)
+	if len(found) != 1 {
+		t.Fatalf("%d threads named vigil-pacer, want 1", len(found))
+	}
+	b, err := os.ReadFile(filepath.Join(found[0], "stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])) // f[0] is field 3
+	if _, err := fmt.Sscan(f[40-3], &prio); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fmt.Sscan(f[41-3], &policy); err != nil {
+		t.Fatal(err)
+	}
+	return policy, prio
+}
+
+// The thread runs at the real-time class asked for, set before it starts
+// or while it runs, and back in the normal class at priority 0.
+func TestPacerRealtime(t *testing.T) {
+	testenv.NeedRoot(t, "CAP_SYS_NICE for a real-time thread")
+	ln, fd, name := loopback(t)
+	p := newPacer(t, fd)
+	if err := p.SetRealtime(RR, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(Schedule{Datagrams: []Datagram{{Name: name, Payload: []byte("x")}}, Interval: 10 * time.Millisecond, Lease: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if recv(t, ln, 5*time.Second) == nil {
+		t.Fatal("nothing sent")
+	}
+	if pol, prio := threadClass(t); pol != unix.SCHED_RR || prio != 10 {
+		t.Fatalf("SetRealtime(RR, 10) before Start: the thread has policy %d priority %d", pol, prio)
+	}
+	for _, tc := range []struct {
+		policy       Policy
+		prio         int
+		wantPolicy   int
+		wantPriority int
+	}{
+		{FIFO, 20, unix.SCHED_FIFO, 20},
+		{FIFO, 0, unix.SCHED_NORMAL, 0},
+		{RR, 99, unix.SCHED_RR, 99},
+	} {
+		if err := p.SetRealtime(tc.policy, tc.prio); err != nil {
+			t.Fatalf("SetRealtime(%v, %d) on a running thread: %v", tc.policy, tc.prio, err)
+		}
+		if pol, prio := threadClass(t); pol != tc.wantPolicy || prio != tc.wantPriority {
+			t.Fatalf("after SetRealtime(%v, %d): policy %d priority %d", tc.policy, tc.prio, pol, prio)
+		}
+	}
+	if recv(t, ln, 5*time.Second) == nil {
+		t.Fatal("nothing sent at real-time priority")
+	}
+}
+
+// Without CAP_SYS_NICE (dropped here from the calling thread, which the
+// pacer's threads inherit) SetRealtime fails with EPERM, before and
+// after the thread starts, and the thread is left as it was. Bad
+// arguments are refused.
+func TestPacerRealtimeRefused(t *testing.T) {
+	ln, fd, name := loopback(t)
+	p := newPacer(t, fd)
+	for _, bad := range []struct {
+		policy Policy
+		prio   int
+	}{{RR, 100}, {FIFO, -1}, {Policy(0), 5}, {Policy(7), 1}} {
+		if err := p.SetRealtime(bad.policy, bad.prio); err == nil {
+			t.Errorf("SetRealtime(%v, %d) accepted", bad.policy, bad.prio)
+		}
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_RTPRIO, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Cur >= 99 {
+		t.Skipf("RLIMIT_RTPRIO %d allows every real-time priority without CAP_SYS_NICE", lim.Cur)
+	}
+	prio := int(lim.Cur) + 1
+	withoutSysNice := func(f func()) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			// This thread's capabilities change: it ends with the
+			// goroutine (never unlocked), so no other goroutine runs on it.
+			runtime.LockOSThread()
+			hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+			var data [2]unix.CapUserData
+			if err := unix.Capget(&hdr, &data[0]); err != nil {
+				t.Error(err)
+				return
+			}
+			data[0].Effective &^= 1 << unix.CAP_SYS_NICE
+			if err := unix.Capset(&hdr, &data[0]); err != nil {
+				t.Error(err)
+				return
+			}
+			f()
+		}()
+		<-done
+	}
+	check := func(when string, err error) {
+		t.Helper()
+		if !errors.Is(err, unix.EPERM) {
+			t.Fatalf("SetRealtime(RR, %d) %s without CAP_SYS_NICE: %v, want EPERM", prio, when, err)
+		}
+	}
+	var err error
+	withoutSysNice(func() { err = p.SetRealtime(RR, prio) })
+	check("before Start", err)
+	if err := p.Start(Schedule{Datagrams: []Datagram{{Name: name, Payload: []byte("x")}}, Interval: 10 * time.Millisecond, Lease: time.Minute}); err != nil {
+		t.Fatalf("Start after a refused SetRealtime: %v", err)
+	}
+	if recv(t, ln, 5*time.Second) == nil {
+		t.Fatal("nothing sent")
+	}
+	withoutSysNice(func() { err = p.SetRealtime(FIFO, prio) })
+	check("while running", err)
+	if pol, pr := threadClass(t); pol != unix.SCHED_NORMAL || pr != 0 {
+		t.Fatalf("after refusals the thread has policy %d priority %d", pol, pr)
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"testing"
 )
 
@@ -87,5 +88,45 @@ func NeedProgram(t testing.TB, name, pkg string) {
 	t.Helper()
 	if _, err := exec.LookPath(name); err != nil {
 		cannot(t, "needs %s (apt-get install %s)", name, pkg)
+	}
+}
+
+// NeedCgo is for tests of code that only exists in a cgo build (the
+// advert pacer). A build made pure Go on purpose (CGO_ENABLED=0 in the
+// environment) skips: it has its own tests. Any other build without cgo
+// means go found no C compiler and quietly built pure Go, which ships
+// without the pacer: that fails in strict mode.
+func NeedCgo(t testing.TB) {
+	t.Helper()
+	if cgoBuild() {
+		return
+	}
+	if os.Getenv("CGO_ENABLED") == "0" {
+		t.Skip("built with CGO_ENABLED=0: this tests the cgo build")
+	}
+	cannot(t, "built without cgo although CGO_ENABLED is not 0: no C compiler? (apt-get install gcc)")
+}
+
+// cgoBuild reports whether this test binary was built with cgo.
+func cgoBuild() bool {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return false
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "CGO_ENABLED" {
+			return s.Value == "1"
+		}
+	}
+	return false
+}
+
+// NeedRoot is for tests that need root's capabilities outside a network
+// namespace (for example CAP_SYS_NICE for a real-time thread); why says
+// what for.
+func NeedRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		cannot(t, "needs root: %s (run: sudo make test)", why)
 	}
 }
