@@ -7,6 +7,10 @@
 //	labsrv serve -name rs1 [-http :80] [-line :23]
 //	labsrv probe -target http://10.99.0.100/ | tcp://10.99.0.100:23 [-every 5ms] [-for 10s] [-timeout 200ms]
 //	labsrv get URL            one request, prints the body (exit 1 on failure)
+//	labsrv sessions -target VIP:23 -n 20 -idle 10 -http VIP:80 -keepalive 4 -ctl SOCK
+//	                          long-lived sessions through the VIP (see sessions.go)
+//	labsrv sessions-check -ctl SOCK [-label NAME] [-answer 2s]
+//	                          every session still open and answering? (exit 1 if not)
 //	labsrv now                milliseconds since the epoch
 package main
 
@@ -30,7 +34,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: labsrv serve|probe|get ...")
+		fmt.Fprintln(os.Stderr, "usage: labsrv serve|probe|get|sessions|sessions-check|now ...")
 		os.Exit(2)
 	}
 	var err error
@@ -41,6 +45,10 @@ func main() {
 		err = probe(os.Args[2:])
 	case "get":
 		err = get(os.Args[2:])
+	case "sessions":
+		err = sessions(os.Args[2:])
+	case "sessions-check":
+		err = sessionsCheck(os.Args[2:])
 	case "now": // milliseconds since the epoch, for scripts (busybox date has no %N)
 		fmt.Println(time.Now().UnixMilli())
 	default:
@@ -66,10 +74,7 @@ func serve(args []string) error {
 		if err != nil {
 			return fmt.Errorf("listen WWW %s: %w", *httpAddr, err)
 		}
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Connection", "close")
-			fmt.Fprintf(w, "%s\n", *name)
-		}), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: wwwHandler(*name), ReadHeaderTimeout: 5 * time.Second}
 		go func() { errc <- srv.Serve(ln) }()
 		go func() { <-ctx.Done(); srv.Close() }()
 	}
@@ -102,14 +107,32 @@ func serve(args []string) error {
 	}
 }
 
+// wwwHandler answers every request with the server's name. It closes the
+// connection after the answer (each probe is a new connection through the
+// director) unless the client asks for keep-alive explicitly, as the
+// sessions client does.
+func wwwHandler(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.EqualFold(r.Header.Get("Connection"), "keep-alive") {
+			w.Header().Set("Connection", "close")
+		}
+		fmt.Fprintf(w, "%s\n", name)
+	})
+}
+
+// lineIdle is how long the line service waits for a client's next line.
+const lineIdle = 5 * time.Minute
+
 // lineSession is the Telnet-like service: a banner naming the server,
-// then each line echoed back until "quit".
+// then each line echoed back until "quit". A session silent for lineIdle
+// is closed; a long one that keeps talking stays open.
 func lineSession(c net.Conn, name string) {
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Minute))
+	_ = c.SetDeadline(time.Now().Add(lineIdle))
 	fmt.Fprintf(c, "%s line service ready\r\n", name)
 	sc := bufio.NewScanner(c)
 	for sc.Scan() {
+		_ = c.SetDeadline(time.Now().Add(lineIdle))
 		line := strings.TrimSpace(sc.Text())
 		if line == "quit" {
 			fmt.Fprintf(c, "bye from %s\r\n", name)
