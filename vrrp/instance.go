@@ -240,7 +240,7 @@ type Instance struct {
 	local   netip.Addr
 	// pc sends a master's periodic adverts off the Go scheduler, when the
 	// transport can (RawTransport with cgo) and the interval is below
-	// paceRenew; nil means the advert timer does it.
+	// paceBelow; nil means the advert timer does it.
 	pc advertPacer
 
 	// stepMu orders the steps: one step decides under mu, then applies
@@ -323,7 +323,7 @@ func NewInstance(cfg Config, tr Transport, clk Clock, onEvent func(Event)) (*Ins
 	}
 	in.masterInterval = cfg.Interval
 	in.c.Dropped = nil
-	if pc, ok := tr.(advertPacer); ok && cfg.Interval < paceRenew {
+	if pc, ok := tr.(advertPacer); ok && cfg.Interval < paceBelow {
 		in.pc = pc
 	}
 	return in, nil
@@ -341,15 +341,6 @@ type advertPacer interface {
 	Unpace()
 	PacedStats() pacer.Stats
 }
-
-// The election renews the pacer's lease every paceRenew; a process that
-// does not run for paceLease stops advertising, as a stuck keepalived
-// would, rather than have a thread that knows nothing of the election
-// keep it master.
-const (
-	paceRenew = time.Second
-	paceLease = 3 * time.Second
-)
 
 // Name is the configured instance name.
 func (in *Instance) Name() string { return in.cfg.Name }
@@ -879,10 +870,10 @@ func (in *Instance) advertiseNow(fx *effects) {
 // now: by the pacer when there is one, else by the advert timer.
 func (in *Instance) scheduleAdverts() {
 	if in.pc != nil {
-		err := in.pc.Pace(in.advert(in.prio), in.cfg.Interval, paceLease)
+		err := in.pc.Pace(in.advert(in.prio), in.cfg.Interval, paceLease(in.cfg.Interval))
 		if err == nil {
 			in.paced = true
-			in.armTimer(paceRenew, in.renewTimer, false)
+			in.armTimer(paceRenewal(in.cfg.Interval), in.renewTimer, false)
 			return
 		}
 		in.log.Warn("advert pacer unavailable; sending adverts from a timer", "err", err)
@@ -985,13 +976,13 @@ func (in *Instance) renewTimer(fx *effects) {
 			in.log.Warn("send advert", "failed", ps.Errors-in.pacedErrors, "err", syscall.Errno(ps.LastErrno))
 			in.pacedErrors = ps.Errors
 		}
-		if in.pc.Renew(paceLease) {
-			in.armTimer(paceRenew, in.renewTimer, false)
+		if in.pc.Renew(paceLease(in.cfg.Interval)) {
+			in.armTimer(paceRenewal(in.cfg.Interval), in.renewTimer, false)
 		} else {
 			// The lease ran out: this process was not scheduled for
-			// paceLease. Advertise at once and start again.
+			// its lease (pacing.go). Advertise at once and start again.
 			in.c.LapsedLeases++
-			in.log.Warn("advert pacer lease ran out (the process did not run); advertising again", "lease", paceLease)
+			in.log.Warn("advert pacer lease ran out (the process did not run); advertising again", "lease", paceLease(in.cfg.Interval))
 			in.advertiseNow(fx)
 		}
 	}
