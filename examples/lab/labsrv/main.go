@@ -11,6 +11,7 @@
 //	                          long-lived sessions through the VIP (see sessions.go)
 //	labsrv sessions-check -ctl SOCK [-label NAME] [-answer 2s]
 //	                          every session still open and answering? (exit 1 if not)
+//	labsrv sessions-ports -ctl SOCK   "LOCAL-ADDRESS ID" of each open session
 //	labsrv now                milliseconds since the epoch
 package main
 
@@ -34,7 +35,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: labsrv serve|probe|get|sessions|sessions-check|now ...")
+		fmt.Fprintln(os.Stderr, "usage: labsrv serve|probe|get|sessions|sessions-check|sessions-ports|now ...")
 		os.Exit(2)
 	}
 	var err error
@@ -49,6 +50,8 @@ func main() {
 		err = sessions(os.Args[2:])
 	case "sessions-check":
 		err = sessionsCheck(os.Args[2:])
+	case "sessions-ports":
+		err = sessionsPorts(os.Args[2:])
 	case "now": // milliseconds since the epoch, for scripts (busybox date has no %N)
 		fmt.Println(time.Now().UnixMilli())
 	default:

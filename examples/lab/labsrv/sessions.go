@@ -502,8 +502,10 @@ func b2i(b bool) int {
 	return 0
 }
 
-// checkRequest is what sessions-check sends on the control socket.
+// checkRequest is what sessions-check (op "check") and sessions-ports
+// (op "ports") send on the control socket.
 type checkRequest struct {
+	Op     string        `json:"op"`
 	Bound  time.Duration `json:"bound_ns"`
 	Settle time.Duration `json:"settle_ns"`
 	Renew  bool          `json:"renew"`
@@ -523,9 +525,35 @@ func (p *pool) serveControl(ln net.Listener) error {
 				fmt.Fprintf(os.Stderr, "labsrv sessions: control request: %v\n", err)
 				return
 			}
-			_ = json.NewEncoder(c).Encode(p.check(req.Bound, req.Settle, req.Renew))
+			switch req.Op {
+			case "ports":
+				_ = json.NewEncoder(c).Encode(p.ports())
+			default:
+				_ = json.NewEncoder(c).Encode(p.check(req.Bound, req.Settle, req.Renew))
+			}
 		}()
 	}
+}
+
+// sessionAddr is one open session's client-side address, by which a
+// director's connection table (ipvsadm -Lnc) names it.
+type sessionAddr struct {
+	ID    string `json:"id"`
+	Local string `json:"local"`
+}
+
+// ports lists the sessions not known to be lost.
+func (p *pool) ports() []sessionAddr {
+	p.mu.Lock()
+	ss := slices.Clone(p.sessions)
+	p.mu.Unlock()
+	var out []sessionAddr
+	for _, s := range ss {
+		if s.lostErr() == nil {
+			out = append(out, sessionAddr{ID: s.id, Local: s.c.LocalAddr().String()})
+		}
+	}
+	return out
 }
 
 func hostPort(s string) string {
@@ -582,6 +610,43 @@ func sessions(args []string) error {
 	return nil
 }
 
+// control sends one request to the sessions client and decodes its answer.
+func control(ctl string, req checkRequest, timeout time.Duration, answer any) error {
+	c, err := net.Dial("unix", ctl)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return fmt.Errorf("send to %s: %w", ctl, err)
+	}
+	if err := json.NewDecoder(c).Decode(answer); err != nil {
+		return fmt.Errorf("read from %s: %w", ctl, err)
+	}
+	return nil
+}
+
+// sessionsPorts is `labsrv sessions-ports`: "LOCAL-ADDRESS ID" of every
+// open session, one a line, for scripts that look for them in a
+// director's connection table.
+func sessionsPorts(args []string) error {
+	fs := flag.NewFlagSet("sessions-ports", flag.ExitOnError)
+	ctl := fs.String("ctl", "", "the sessions client's control socket")
+	_ = fs.Parse(args)
+	if *ctl == "" {
+		return errors.New("sessions-ports: -ctl is required")
+	}
+	var addrs []sessionAddr
+	if err := control(*ctl, checkRequest{Op: "ports"}, 10*time.Second, &addrs); err != nil {
+		return fmt.Errorf("sessions-ports: %w", err)
+	}
+	for _, a := range addrs {
+		fmt.Println(a.Local, a.ID)
+	}
+	return nil
+}
+
 // sessionsCheck is `labsrv sessions-check`: it prints the check and fails
 // unless every session answered.
 func sessionsCheck(args []string) error {
@@ -596,18 +661,10 @@ func sessionsCheck(args []string) error {
 	if *ctl == "" {
 		return errors.New("sessions-check: -ctl is required")
 	}
-	c, err := net.Dial("unix", *ctl)
-	if err != nil {
-		return fmt.Errorf("sessions-check: %w", err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(req.Settle + req.Bound + time.Minute))
-	if err := json.NewEncoder(c).Encode(req); err != nil {
-		return fmt.Errorf("sessions-check: send to %s: %w", *ctl, err)
-	}
+	req.Op = "check"
 	var r checkReport
-	if err := json.NewDecoder(c).Decode(&r); err != nil {
-		return fmt.Errorf("sessions-check: read from %s: %w", *ctl, err)
+	if err := control(*ctl, req, req.Settle+req.Bound+time.Minute, &r); err != nil {
+		return fmt.Errorf("sessions-check: %w", err)
 	}
 	if *label != "" {
 		fmt.Printf("event %s: ", *label)

@@ -393,6 +393,24 @@ func TestSessionsControl(t *testing.T) {
 	if err := sessionsCheck([]string{"-ctl", sock, "-label", "quiet", "-answer", "1s", "-settle", "2s"}); err != nil {
 		t.Fatalf("all sessions answer, sessions-check says %v", err)
 	}
+	// sessions-ports names each session by the address the director sees
+	// as its source.
+	var addrs []sessionAddr
+	if err := control(sock, checkRequest{Op: "ports"}, 5*time.Second, &addrs); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		lp.conn(0).client.RemoteAddr().String(): "line-01", lp.conn(1).client.RemoteAddr().String(): "line-02",
+		hp.conn(0).client.RemoteAddr().String(): "http-01",
+	}
+	if len(addrs) != len(want) {
+		t.Errorf("ports %v, want %v", addrs, want)
+	}
+	for _, a := range addrs {
+		if want[a.Local] != a.ID {
+			t.Errorf("port %s named %s, want %q", a.Local, a.ID, want[a.Local])
+		}
+	}
 	lp.reset(0)
 	if err := sessionsCheck([]string{"-ctl", sock, "-label", "reset", "-answer", "1s", "-settle", "2s"}); err == nil {
 		t.Fatal("a reset session: sessions-check passed")
