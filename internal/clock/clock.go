@@ -31,6 +31,15 @@ type system struct{}
 func (system) Now() time.Time                            { return time.Now() }
 func (system) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
 
+// IsSystem reports whether c is the real clock. A loop that sleeps in a
+// system call (epoll_wait) passes its timeout to the call on the real
+// clock; on any other clock time passes only when the clock says so, so
+// the loop must be woken by a timer of c instead.
+func IsSystem(c Clock) bool {
+	_, ok := c.(system)
+	return ok
+}
+
 // Fake is a clock that moves only when told; its timers fire
 // synchronously, on the caller's goroutine, in time order (ties in the
 // order they were set).

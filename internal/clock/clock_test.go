@@ -72,3 +72,19 @@ func TestAfterFuncPreciseFakeClock(t *testing.T) {
 		t.Fatalf("fired %d times at the deadline, want 1", n)
 	}
 }
+
+func TestIsSystem(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    Clock
+		want bool
+	}{
+		{"system", System(), true},
+		{"fake", NewFake(time.Unix(0, 0)), false},
+		{"nil", nil, false},
+	} {
+		if got := IsSystem(tc.c); got != tc.want {
+			t.Errorf("IsSystem(%s) = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
