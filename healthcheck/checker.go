@@ -31,6 +31,10 @@ type Result struct {
 // deadline (a check never outlives its timeout) and as soon as it can
 // after ctx is cancelled; it must be safe to call from one goroutine at a
 // time (the scheduler never overlaps checks of one Checker).
+//
+// The Scheduler runs any Checker, each check on a goroutine of its own;
+// the package's TCP and plain HTTP checkers also implement engineChecker,
+// which lets them run on the scheduler's event loop instead.
 type Checker interface {
 	Check(ctx context.Context, deadline time.Time) Result
 }

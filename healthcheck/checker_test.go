@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 // Servers on loopback, started by the tests.
@@ -130,7 +132,7 @@ func engineCheck(t *testing.T, s Spec, timeout time.Duration) (Result, bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := newEngine()
+	e, err := newEngine(clock.System())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +142,7 @@ func engineCheck(t *testing.T, s Spec, timeout time.Duration) (Result, bool) {
 	ck := &check{spec: s.WithDefaults(), checker: c}
 	ck.spec.Timeout = timeout
 	start := time.Now()
-	if !(&Scheduler{}).startOnEngine(e, ck) {
+	if !e.startCheck(ck, time.Now()) {
 		return Result{}, false
 	}
 	for got == nil {

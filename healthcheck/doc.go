@@ -15,16 +15,19 @@
 // Output is a stream of Change values (up/down, reason, counts, dynamic
 // weight) for the IPVS side and Snapshot for status and metrics.
 //
-// Cost. On the real clock the scheduler's goroutine is an event loop (like
-// HAProxy's): TCP and plain HTTP checks are state machines on one epoll set
-// (engine.go), with no goroutine, timer or channel per check. The TCP check
+// Cost. The scheduler's goroutine is an event loop (like HAProxy's), on
+// every clock (tests drive the same loop with internal/clock's Fake): TCP
+// and plain HTTP checks are state machines on one epoll set (engine.go),
+// with no goroutine, timer or channel per check. The TCP check
 // is half-open like HAProxy's (delayed ACK, then RST, so the server
 // application never accepts it); the HTTP check writes one HTTP/1.0 request
 // and parses the status line itself; a check ends with connect(AF_UNSPEC),
 // which resets the connection and keeps the socket for the next check. A
-// TCP check is then three system calls plus a share of epoll_wait. Exec,
-// HTTPS and injected checkers run on a goroutine each and wake the loop
-// through an eventfd. Measured against HAProxy 2.6 with
+// TCP check is then three system calls plus a share of epoll_wait. A
+// checker runs on the loop if it implements the optional engineChecker
+// interface (TCPChecker, HTTPChecker without TLS); exec, HTTPS and any
+// injected Checker run on a goroutine each and wake the loop through an
+// eventfd. Measured against HAProxy 2.6 with
 // scripts/bench-healthcheck.sh (10,000 servers at 1 s, a quiet moment of
 // a shared 2-CPU machine): 0.022-0.024 CPU-seconds per 1,000 TCP checks
 // (HAProxy 0.028-0.032) and 0.039-0.043 per 1,000 HTTP checks (HAProxy

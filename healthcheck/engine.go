@@ -9,8 +9,66 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/vigil-lb/vigil/internal/clock"
 	"golang.org/x/sys/unix"
 )
+
+// engineChecker is a Checker that can also run on the scheduler's event
+// loop, as a state machine on the engine's epoll set with no goroutine of
+// its own. It is optional, as vrrp's advertPacer is for a Transport: the
+// scheduler runs a checker on the engine if it implements this, and any
+// other Checker (exec, HTTPS, injected ones) on a goroutine of its own,
+// bounded like the rest by MaxConcurrent. (A type embedding *TCPChecker
+// or *HTTPChecker inherits these methods, and its own Check then never
+// runs: the engine runs the embedded check. Embed neither to override
+// Check.)
+type engineChecker interface {
+	Checker
+	// engineTarget is where the engine connects; ok is false when this
+	// check cannot run there (an HTTPS check, an unknown IPv6 zone), and
+	// it then runs on a goroutine.
+	engineTarget() (t *sockTarget, ok bool)
+	// connected is called when the handshake completes. A check that ends
+	// there (TCP) returns its result and done; one that talks (HTTP)
+	// returns the conversation to hold.
+	connected(start time.Time) (r Result, conv conversation, done bool)
+}
+
+// conversation is a request and the judge of its response.
+type conversation interface {
+	request() []byte
+	// respond judges the response so far (all of it when eof); done is
+	// false while more bytes are needed.
+	respond(start time.Time, resp []byte, eof bool) (r Result, done bool)
+	// failed words an I/O error met while doing ("sending the request to").
+	failed(start, deadline time.Time, doing string, err error) Result
+}
+
+var (
+	_ engineChecker = (*TCPChecker)(nil)
+	_ engineChecker = (*HTTPChecker)(nil)
+	_ conversation  = (*HTTPChecker)(nil)
+)
+
+// sockTarget is an address with its sockaddr, built once for the engine.
+type sockTarget struct {
+	addr   netip.AddrPort
+	sa     unix.Sockaddr
+	family int
+}
+
+// resolve sets t to addr; false if addr has no sockaddr (it is tried
+// again next time: an interface named as a zone may appear).
+func (t *sockTarget) resolve(addr netip.AddrPort) (*sockTarget, bool) {
+	if t.sa == nil || t.addr != addr {
+		sa, family, err := sockaddr(addr)
+		if err != nil {
+			return nil, false
+		}
+		t.addr, t.sa, t.family = addr, sa, family
+	}
+	return t, true
+}
 
 // engine runs TCP and HTTP checks as small state machines on one epoll
 // set, on the scheduler's goroutine: no goroutine, timer or channel per
@@ -33,6 +91,7 @@ type engine struct {
 	events    []unix.EpollEvent
 	free      []*job
 	finish    func(j *job, r Result) // the scheduler's completion
+	clock     clock.Clock            // the scheduler's: starts, deadlines, latency
 	inflight  int
 	pool      [2][]int // idle sockets, registered in the epoll set: IPv4, IPv6
 
@@ -49,8 +108,8 @@ type job struct {
 	family   int
 	pooled   bool // fd is in the epoll set
 	state    uint8
-	tcp      *TCPChecker  // one of tcp
-	http     *HTTPChecker // and http
+	ck       engineChecker
+	conv     conversation // once connected, if the check talks
 	addr     netip.AddrPort
 	start    time.Time
 	deadline time.Time
@@ -75,7 +134,7 @@ const (
 	stReading
 )
 
-func newEngine() (*engine, error) {
+func newEngine(clk clock.Clock) (*engine, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -90,14 +149,14 @@ func newEngine() (*engine, error) {
 		unix.Close(evfd)
 		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
 	}
-	return &engine{epfd: epfd, evfd: evfd, events: make([]unix.EpollEvent, eventBatch)}, nil
+	return &engine{epfd: epfd, evfd: evfd, events: make([]unix.EpollEvent, eventBatch), clock: clk}, nil
 }
 
 // close fails every job in flight with reason and releases the engine.
 func (e *engine) close(reason string) {
 	for len(e.deadlines) > 0 {
 		j := e.deadlines[0]
-		e.done(j, Result{Reason: fmt.Sprintf("%s checking %s", reason, j.addr), Latency: time.Since(j.start), Weight: NoWeight})
+		e.done(j, Result{Reason: fmt.Sprintf("%s checking %s", reason, j.addr), Weight: NoWeight})
 	}
 	for _, p := range e.pool {
 		for _, fd := range p {
@@ -150,9 +209,25 @@ func (e *engine) newJob() *job {
 	return &job{hidx: -1}
 }
 
-// start begins j (tcp or http set, addr, c and scheduled filled in).
-func (e *engine) start(j *job, sa unix.Sockaddr, family int, timeout time.Duration) {
-	j.start = time.Now()
+// startCheck starts c on the engine at now, if its checker runs there.
+func (e *engine) startCheck(c *check, now time.Time) bool {
+	ec, ok := c.checker.(engineChecker)
+	if !ok {
+		return false
+	}
+	t, ok := ec.engineTarget()
+	if !ok {
+		return false
+	}
+	j := e.newJob()
+	j.ck, j.addr, j.c, j.scheduled = ec, t.addr, c, c.due
+	e.start(j, t.sa, t.family, now, c.spec.Timeout)
+	return true
+}
+
+// start begins j (ck, addr, c and scheduled filled in).
+func (e *engine) start(j *job, sa unix.Sockaddr, family int, now time.Time, timeout time.Duration) {
+	j.start = now
 	j.deadline = j.start.Add(timeout)
 	j.fd, j.family, j.pooled, j.state, j.wrote, j.n = -1, family, false, stConnecting, 0, 0
 	e.inflight++
@@ -173,11 +248,9 @@ func (e *engine) start(j *job, sa unix.Sockaddr, family int, timeout time.Durati
 	err := unix.Connect(j.fd, sa)
 	switch err {
 	case nil:
-		if j.tcp != nil {
-			e.done(j, j.tcp.passResult(j.start))
+		if !e.connected(j) {
 			return
 		}
-		j.state = stSending
 	case unix.EINPROGRESS:
 	default:
 		e.done(j, connectFailure(j.start, j.deadline, j.addr, err))
@@ -202,6 +275,18 @@ func (e *engine) start(j *job, sa unix.Sockaddr, family int, timeout time.Durati
 	if j.state == stSending {
 		e.safely(j, func(j *job) { e.send(j) })
 	}
+}
+
+// connected moves j on from a completed handshake: it ends a check that
+// ends there and reports false, or readies the request.
+func (e *engine) connected(j *job) bool {
+	r, conv, done := j.ck.connected(j.start)
+	if done {
+		e.done(j, r)
+		return false
+	}
+	j.conv, j.state = conv, stSending
+	return true
 }
 
 // nextDeadline is the earliest deadline in flight.
@@ -282,14 +367,9 @@ func (e *engine) handle(j *job, ev uint32) {
 			e.done(j, connectFailure(j.start, j.deadline, j.addr, err))
 			return
 		}
-		if ev&unix.EPOLLOUT == 0 {
+		if ev&unix.EPOLLOUT == 0 || !e.connected(j) {
 			return
 		}
-		if j.tcp != nil {
-			e.done(j, j.tcp.passResult(j.start))
-			return
-		}
-		j.state = stSending
 		// No read right after the request: the answer cannot be in yet
 		// and its arrival brings an EPOLLIN edge. Only something the
 		// server sent or did before (a close, a banner) is read now.
@@ -310,14 +390,14 @@ func (e *engine) handle(j *job, ev uint32) {
 
 // send writes the rest of the request; true when it is all out.
 func (e *engine) send(j *job) bool {
-	req := j.http.req
+	req := j.conv.request()
 	for j.wrote < len(req) {
 		n, err := unix.Write(j.fd, req[j.wrote:])
 		if err == unix.EAGAIN {
 			return false
 		}
 		if err != nil {
-			e.done(j, j.http.ioFailure(j.start, j.deadline, "sending the request to", err))
+			e.done(j, j.conv.failed(j.start, j.deadline, "sending the request to", err))
 			return false
 		}
 		j.wrote += n
@@ -329,7 +409,6 @@ func (e *engine) send(j *job) bool {
 // read drains the socket until EAGAIN (edge-triggered: a short read is
 // not enough, the FIN may have come with the data) and judges the response.
 func (e *engine) read(j *job) {
-	h := j.http
 	for {
 		if j.buf == nil {
 			j.buf = *bufPool.Get().(*[]byte)
@@ -349,19 +428,21 @@ func (e *engine) read(j *job) {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
-			e.done(j, h.ioFailure(j.start, j.deadline, "waiting for the response from", err))
+			e.done(j, j.conv.failed(j.start, j.deadline, "waiting for the response from", err))
 			return
 		}
 		j.n += n
-		if r, ok := h.judge(j.start, j.buf[:j.n], n == 0, "HTTP"); ok {
+		if r, ok := j.conv.respond(j.start, j.buf[:j.n], n == 0); ok {
 			e.done(j, r)
 			return
 		}
 	}
 }
 
-// done ends j: closes its socket (RST), frees it and reports r.
+// done ends j: closes its socket (RST), frees it and reports r, its
+// latency measured on the engine's clock (the clock j started on).
 func (e *engine) done(j *job, r Result) {
+	r.Latency = e.clock.Now().Sub(j.start)
 	if j.hidx >= 0 && j.hidx < len(e.deadlines) && e.deadlines[j.hidx] == j {
 		e.deadlines.remove(j.hidx)
 	}

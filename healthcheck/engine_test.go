@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 // One engine, many checks in a row: reused sockets give the same verdicts
@@ -42,7 +44,7 @@ func TestEngineReusesSockets(t *testing.T) {
 		{Spec{Kind: KindHTTP, Target: hangingAddr(t)}, false, "timeout after 200ms waiting for the response"},
 		{Spec{Kind: KindTCP, Target: addrOf(t, l.Addr())}, true, "connected"},
 	}
-	e, err := newEngine()
+	e, err := newEngine(clock.System())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +61,7 @@ func TestEngineReusesSockets(t *testing.T) {
 			ck := &check{spec: tc.spec.WithDefaults(), checker: c}
 			ck.spec.Timeout = timeoutFor(tc.reason, 200*time.Millisecond)
 			got = nil
-			if !(&Scheduler{}).startOnEngine(e, ck) {
+			if !e.startCheck(ck, time.Now()) {
 				t.Fatalf("case %d not on the engine", i)
 			}
 			for got == nil {

@@ -19,8 +19,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // HTTPChecker sends one HTTP/1.0 request (keep-alive off, redirects not
@@ -37,8 +35,29 @@ type HTTPChecker struct {
 	okReason atomic.Value // statusReason
 
 	// Cached by the engine (the scheduler's goroutine only).
-	sa     unix.Sockaddr
-	family int
+	target sockTarget
+}
+
+// engineTarget makes HTTPChecker an engineChecker; HTTPS runs on a
+// goroutine (crypto/tls needs a blocking connection).
+func (h *HTTPChecker) engineTarget() (*sockTarget, bool) {
+	if h.tls != nil {
+		return nil, false
+	}
+	return h.target.resolve(h.addr)
+}
+
+// connected hands the engine the request and the judge of its answer.
+func (h *HTTPChecker) connected(time.Time) (Result, conversation, bool) { return Result{}, h, false }
+
+func (h *HTTPChecker) request() []byte { return h.req }
+
+func (h *HTTPChecker) respond(start time.Time, resp []byte, eof bool) (Result, bool) {
+	return h.judge(start, resp, eof, "HTTP")
+}
+
+func (h *HTTPChecker) failed(start, deadline time.Time, doing string, err error) Result {
+	return h.ioFailure(start, deadline, doing, err)
 }
 
 func newHTTPChecker(s Spec) (*HTTPChecker, error) {

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 // DefaultMaxConcurrent bounds checks in flight: well below the 20,000
@@ -22,8 +24,9 @@ const DefaultMaxExec = 64
 
 // Options configure a Scheduler. The zero value is usable.
 type Options struct {
-	// Clock drives intervals; nil means the real clock.
-	Clock Clock
+	// Clock drives intervals, check starts and the engine's timeouts;
+	// nil means the real clock. Tests inject a clock.Fake.
+	Clock clock.Clock
 	// MaxConcurrent bounds checks in flight (each holds a socket or a
 	// process); default DefaultMaxConcurrent. A due check waits for a
 	// free slot, which shows as lateness.
@@ -36,8 +39,9 @@ type Options struct {
 	// MaxExec bounds exec checks running at once (each is a process);
 	// default DefaultMaxExec. A due exec check beyond it waits a little.
 	MaxExec int
-	// NewChecker builds the checker of a spec; nil means New. Tests
-	// inject fakes here.
+	// NewChecker builds the checker of a spec; nil means New. A Checker
+	// from here runs on a goroutine of its own per check, bounded by
+	// MaxConcurrent (tests inject fakes here).
 	NewChecker func(Spec) (Checker, error)
 	// Observe, if set, is called on the scheduler's goroutine after every
 	// check (for metrics and benchmarks); it must be quick.
@@ -88,7 +92,7 @@ type Observation struct {
 // Set (any time), run it with Run, and read Changes.
 type Scheduler struct {
 	opts   Options
-	clock  Clock
+	clock  clock.Clock
 	log    *slog.Logger
 	spread float64
 
@@ -97,15 +101,17 @@ type Scheduler struct {
 	checks  map[string]*check
 	added   []*check
 	kick    chan struct{}
-	results chan done
 	changes chan Change
 	running atomic.Bool
 	execs   int // exec checks running (run loop only)
 
-	// Engine mode: how Set and goroutine checks wake the run loop.
+	// How Set and goroutine checks wake the run loop.
 	wakeFn func() // guarded by mu
 	goMu   sync.Mutex
 	goDone []done // results of goroutine checks, guarded by goMu
+
+	// newEngine makes the run loop's engine (tests make it fail).
+	newEngine func(clock.Clock) (*engine, error)
 
 	// testIdle, when set by a test, receives the next due time whenever
 	// the run loop is idle (nothing in flight, no change queued): tests
@@ -141,7 +147,7 @@ type done struct {
 // NewScheduler returns a Scheduler with no checks.
 func NewScheduler(opts Options) *Scheduler {
 	if opts.Clock == nil {
-		opts.Clock = realClock{}
+		opts.Clock = clock.System()
 	}
 	if opts.MaxConcurrent <= 0 {
 		opts.MaxConcurrent = DefaultMaxConcurrent
@@ -165,14 +171,14 @@ func NewScheduler(opts Options) *Scheduler {
 		spread = 0.5
 	}
 	return &Scheduler{
-		opts:    opts,
-		clock:   opts.Clock,
-		log:     opts.Logger,
-		spread:  spread,
-		checks:  make(map[string]*check),
-		kick:    make(chan struct{}, 1),
-		results: make(chan done, opts.MaxConcurrent),
-		changes: make(chan Change),
+		opts:      opts,
+		clock:     opts.Clock,
+		log:       opts.Logger,
+		spread:    spread,
+		checks:    make(map[string]*check),
+		kick:      make(chan struct{}, 1),
+		changes:   make(chan Change),
+		newEngine: newEngine,
 	}
 }
 
@@ -255,92 +261,41 @@ func (s *Scheduler) Snapshot() []Status {
 
 // Run runs checks until ctx ends, then waits for the checks in flight
 // (each ends by its deadline, and sooner since ctx is cancelled) and
-// returns nil. It may be called once.
+// returns nil. It may be called once. It returns an error only if the
+// event loop fails (epoll_wait).
 //
-// On the real clock TCP and HTTP checks run on an epoll engine on Run's
-// goroutine (see engine); other kinds, and every kind under an injected
-// clock, run on a goroutine each.
+// TCP and plain HTTP checks run on an epoll engine on Run's goroutine (see
+// runEngine); other kinds, and injected checkers, on a goroutine each. If
+// the engine cannot be made (no file descriptors left), Run says so and
+// tries again every engineRetry, so checks start once the shortage ends.
 func (s *Scheduler) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("healthcheck: Scheduler.Run called twice")
 	}
-	if _, ok := s.clock.(realClock); ok {
-		e, err := newEngine()
+	for failed := false; ; failed = true {
+		e, err := s.newEngine(s.clock)
 		if err == nil {
+			if failed {
+				s.log.Info("health checks started")
+			}
 			return s.runEngine(ctx, e)
 		}
-		s.log.Warn("health checks: no epoll engine, running every check on a goroutine", "err", err)
-	}
-	return s.runChannels(ctx)
-}
-
-// runChannels is the run loop on channels and goroutines, used with an
-// injected clock.
-func (s *Scheduler) runChannels(ctx context.Context) error {
-	var (
-		due      checkHeap
-		pending  []Change
-		inflight int
-		max      = s.opts.MaxConcurrent
-		timer    = s.clock.NewTimer(time.Hour)
-	)
-	defer timer.Stop()
-	for {
-		now := s.clock.Now()
-		for inflight < max && len(due) > 0 && !due[0].due.After(now) {
-			c := due.pop()
-			if c.removed.Load() || s.deferExec(c, now, &due) {
-				continue
-			}
-			inflight++
-			go s.runCheck(ctx, c, c.due, s.sendResult)
+		if !failed {
+			s.log.Warn("health checks cannot start; retrying", "every", engineRetry, "error", err)
 		}
-		if inflight < max && len(due) > 0 {
-			timer.Reset(due[0].due.Sub(now))
-		} else {
-			timer.Stop()
-		}
-		var out chan Change
-		var head Change
-		if len(pending) > 0 {
-			out, head = s.changes, pending[0]
-		} else if s.testIdle != nil && inflight == 0 {
-			var next time.Time
-			if len(due) > 0 {
-				next = due[0].due
-			}
-			select {
-			case s.testIdle <- next:
-			case <-ctx.Done():
-			}
-		}
+		retry := make(chan struct{})
+		t := s.clock.AfterFunc(engineRetry, func() { close(retry) })
 		select {
 		case <-ctx.Done():
-			for ; inflight > 0; inflight-- {
-				<-s.results
-			}
+			t.Stop()
 			return nil
-		case <-timer.C():
-		case d := <-s.results:
-			inflight--
-			s.complete(d, &due, &pending)
-			for more := true; more; {
-				select {
-				case d := <-s.results:
-					inflight--
-					s.complete(d, &due, &pending)
-				default:
-					more = false
-				}
-			}
-		case <-s.kick:
-			s.admit(&due, &pending)
-		case out <- head:
-			pending[0] = Change{}
-			pending = pending[1:]
+		case <-retry:
 		}
 	}
 }
+
+// engineRetry is how often Run tries again to make its engine.
+const engineRetry = time.Second
 
 // admit schedules the checks added by Set.
 func (s *Scheduler) admit(due *checkHeap, pending *[]Change) {
@@ -458,8 +413,6 @@ func (s *Scheduler) runCheck(ctx context.Context, c *check, scheduled time.Time,
 	}()
 	deliver(done{c: c, scheduled: scheduled, started: started, r: r})
 }
-
-func (s *Scheduler) sendResult(d done) { s.results <- d }
 
 // checkHeap is a min-heap of checks by due time.
 type checkHeap = timeHeap[*check]

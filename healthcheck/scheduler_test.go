@@ -14,73 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
-
-// fakeClock moves only when the test says so.
-type fakeClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*fakeTimer
-}
-
-type fakeTimer struct {
-	clk    *fakeClock
-	c      chan time.Time
-	when   time.Time
-	active bool
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
-
-func (f *fakeClock) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.now
-}
-
-func (f *fakeClock) NewTimer(d time.Duration) Timer {
-	t := &fakeTimer{clk: f, c: make(chan time.Time, 1)}
-	f.mu.Lock()
-	f.timers = append(f.timers, t)
-	f.mu.Unlock()
-	t.Reset(d)
-	return t
-}
-
-// set moves the clock to t and fires the timers due.
-func (f *fakeClock) set(t time.Time) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if t.After(f.now) {
-		f.now = t
-	}
-	for _, tm := range f.timers {
-		tm.fireIfDue()
-	}
-}
-
-func (t *fakeTimer) fireIfDue() { // with clk.mu held
-	if t.active && !t.when.After(t.clk.now) {
-		t.active = false
-		select {
-		case t.c <- t.clk.now:
-		default:
-		}
-	}
-}
-
-func (t *fakeTimer) C() <-chan time.Time { return t.c }
-func (t *fakeTimer) Reset(d time.Duration) {
-	t.clk.mu.Lock()
-	defer t.clk.mu.Unlock()
-	t.when, t.active = t.clk.now.Add(d), true
-	t.fireIfDue()
-}
-func (t *fakeTimer) Stop() {
-	t.clk.mu.Lock()
-	t.active = false
-	t.clk.mu.Unlock()
-}
 
 // script is a fake checker that returns scripted verdicts; the last
 // repeats.
@@ -122,7 +58,7 @@ func weighted(w int) Result { return Result{Up: true, Reason: "weighted", Weight
 type sim struct {
 	t       *testing.T
 	s       *Scheduler
-	clk     *fakeClock
+	clk     *clock.Fake
 	idle    chan time.Time
 	next    time.Time
 	obs     []Observation
@@ -134,7 +70,7 @@ type sim struct {
 }
 
 func newSim(t *testing.T, opts Options) *sim {
-	m := &sim{t: t, clk: newFakeClock(), idle: make(chan time.Time), scripts: map[string]*script{}, done: make(chan error, 1)}
+	m := &sim{t: t, clk: clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), idle: make(chan time.Time), scripts: map[string]*script{}, done: make(chan error, 1)}
 	opts.Clock = m.clk
 	opts.Logger = slog.New(slog.DiscardHandler)
 	if opts.Spread == 0 {
@@ -198,7 +134,7 @@ func (m *sim) step() {
 	if m.next.IsZero() {
 		m.t.Fatal("nothing scheduled")
 	}
-	m.clk.set(m.next)
+	m.clk.Advance(m.next.Sub(m.clk.Now()))
 	m.wait()
 }
 
