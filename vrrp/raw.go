@@ -35,8 +35,15 @@ type RawConfig struct {
 	Peers []netip.Addr
 	// Netns, when open, is the network namespace to create the socket in
 	// (it stays there); by default the calling thread's.
-	Netns  netns.NsHandle
-	Logger *slog.Logger
+	Netns netns.NsHandle
+	// PacerRTPriority, 1..99, runs the advert pacer's thread at that
+	// SCHED_RR priority, as keepalived's vrrp_rt_priority does its VRRP
+	// process: a busy machine then delays a paced advert by little (see
+	// docs/pacer.md). 0 leaves it in the normal class. NewRawTransport
+	// fails when the priority cannot be had (no CAP_SYS_NICE) or there is
+	// no pacer (a build without cgo).
+	PacerRTPriority int
+	Logger          *slog.Logger
 }
 
 // RawTransport sends and receives adverts on a raw IP protocol 112 socket.
@@ -114,6 +121,11 @@ func newRawTransport(cfg RawConfig) (*RawTransport, error) {
 		return nil, fmt.Errorf("vrrp transport on %s: %w", cfg.Interface, err)
 	}
 	if t.sender, err = newRawSender(v6, ifi.Index, t.src); err != nil {
+		t.closeReader()
+		return nil, err
+	}
+	if err := t.pacerRealtime(cfg.PacerRTPriority); err != nil {
+		t.sender.close()
 		t.closeReader()
 		return nil, err
 	}
@@ -206,6 +218,20 @@ func (t *RawTransport) dests() []netip.Addr {
 // Send sends a to each destination from the primary address (see
 // rawSender for how).
 func (t *RawTransport) Send(a Advert) error { return t.sender.send(a, t.sendTo) }
+
+// pacerRealtime sets the pacer thread's SCHED_RR priority (0: off).
+func (t *RawTransport) pacerRealtime(prio int) error {
+	switch {
+	case prio == 0:
+		return nil
+	case t.sender.pacer == nil:
+		return fmt.Errorf("vrrp transport: pacer real-time priority %d: %w", prio, pacer.ErrUnavailable)
+	}
+	if err := t.sender.pacer.SetRealtime(pacer.RR, prio); err != nil {
+		return fmt.Errorf("vrrp transport: %w", err)
+	}
+	return nil
+}
 
 // Pace hands a master's periodic adverts to a thread outside the Go
 // runtime (internal/pacer): a is sent every interval, the first an

@@ -19,7 +19,7 @@ import (
 
 // loopback returns a UDP listener on 127.0.0.1, an unconnected sending
 // socket and the listener's address as a raw sockaddr.
-func loopback(t *testing.T) (*net.UDPConn, int, []byte) {
+func loopback(t testing.TB) (*net.UDPConn, int, []byte) {
 	t.Helper()
 	ln, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -37,7 +37,7 @@ func loopback(t *testing.T) (*net.UDPConn, int, []byte) {
 	return ln, fd, unsafe.Slice((*byte)(unsafe.Pointer(&sa)), unix.SizeofSockaddrInet4)
 }
 
-func newPacer(t *testing.T, fd int) *Pacer {
+func newPacer(t testing.TB, fd int) *Pacer {
 	t.Helper()
 	testenv.NeedCgo(t)
 	if !Available() {
