@@ -231,3 +231,42 @@ func (c *Check) ServerName() string {
 	}
 	return c.Host
 }
+
+// ConnSync is what IPVS connection sync does on one director.
+type ConnSync struct {
+	On        bool
+	Interface string
+	SyncID    int
+	// Instance: the sync master follows this instance's master; "": both
+	// roles run all the time.
+	Instance string
+	// Why says, when On is false, why established connections will not
+	// survive a failover.
+	Why string
+}
+
+// ConnSyncOf says whether and how director d runs the kernel's
+// connection sync. It is on wherever the site has virtual servers and
+// another director to take them over, unless [ipvs_sync] enabled = false.
+func (s *Site) ConnSyncOf(d *Director) ConnSync {
+	c := ConnSync{Interface: d.Interface}
+	if sy := s.IPVSSync; sy != nil {
+		if sy.Interface != "" {
+			c.Interface = sy.Interface
+		}
+		c.SyncID, c.Instance = sy.SyncID, sy.Instance
+		if !sy.Enabled {
+			c.Why = "[ipvs_sync] enabled = false: every established connection is reset when the VIP moves"
+			return c
+		}
+	}
+	switch {
+	case len(s.VirtualServers) == 0:
+		c.Why = "the site has no virtual servers (VIPs only): no connection state to sync"
+	case len(s.Directors) < 2:
+		c.Why = "a single director: no other director to take connections over"
+	default:
+		c.On = true
+	}
+	return c
+}

@@ -50,12 +50,18 @@ type Cluster struct {
 	Insecure      bool       `toml:"insecure"`        // run the channel unencrypted
 }
 
-// IPVSSync is the optional [ipvs_sync] table: the kernel's connection
-// synchronisation daemon, master on the director that is master of Instance.
+// IPVSSync is the [ipvs_sync] table: the kernel's connection
+// synchronisation daemon. It runs by default on a site with virtual
+// servers and two or more directors (Site.ConnSyncOf); the table only
+// changes how, or turns it off.
 type IPVSSync struct {
-	Interface string `toml:"interface"`
-	SyncID    int    `toml:"sync_id"` // 0..255, default 0
-	Instance  string `toml:"instance"`
+	Enabled   bool   `toml:"enabled"`   // default true
+	Interface string `toml:"interface"` // default: each director's interface
+	SyncID    int    `toml:"sync_id"`   // 0..255, default 0
+	// Instance, if set, makes the sync master follow that instance's
+	// master (keepalived's lvs_sync_daemon); "" runs both roles on every
+	// director, which serves active/active sites too.
+	Instance string `toml:"instance"`
 }
 
 // Instance is one [[instance]]: a VRRP virtual router (one VRID) whose VIPs
@@ -238,6 +244,8 @@ func (s *Site) setDefaults() {
 }
 
 func (d *Director) setDefaults() { d.Priority = DefaultPriority }
+
+func (s *IPVSSync) setDefaults() { s.Enabled = true }
 
 func (i *Instance) setDefaults() {
 	i.Version = DefaultVersion

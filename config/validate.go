@@ -320,12 +320,10 @@ func (v *validator) ipvsSync() {
 		return
 	}
 	p := path{"ipvs_sync"}
-	v.missing(p, "interface", `add interface = "eth1"`)
 	if v.has(p.child("interface")) {
 		v.ifaceName(p.child("interface"), sy.Interface)
 	}
 	v.intRange(p.child("sync_id"), sy.SyncID, 0, 255)
-	v.missing(p, "instance", `add instance = "NAME": the instance whose master is the sync master`)
 	if v.has(p.child("instance")) && v.s.Instance(sy.Instance) == nil {
 		v.valErr(p.child("instance"), suggest(sy.Instance, v.instanceNames()), "ipvs_sync: no instance named %q", sy.Instance)
 	}

@@ -108,9 +108,35 @@ func writeSite(w io.Writer, s *config.Site, dirs []*config.Director, all bool) {
 	for i := range s.VirtualServers {
 		writeVirtualServer(w, s, &s.VirtualServers[i])
 	}
-	if sy := s.IPVSSync; sy != nil {
-		fmt.Fprintf(w, "\nipvs sync daemon on %s, sync id %d, master where instance %s is master\n", sy.Interface, sy.SyncID, sy.Instance)
+	writeConnSync(w, s, dirs)
+}
+
+// writeConnSync says whether established connections survive a failover
+// of the site, and why not when they do not.
+func writeConnSync(w io.Writer, s *config.Site, dirs []*config.Director) {
+	if len(dirs) == 0 {
+		return
 	}
+	c := s.ConnSyncOf(dirs[0])
+	if !c.On {
+		fmt.Fprintf(w, "\nconnections: a failover resets established connections: %s\n", c.Why)
+		return
+	}
+	ifaces := map[string]bool{}
+	var names []string
+	for _, d := range dirs {
+		if i := s.ConnSyncOf(d).Interface; !ifaces[i] {
+			ifaces[i] = true
+			names = append(names, i)
+		}
+	}
+	roles := "master and backup roles on each director"
+	if c.Instance != "" {
+		roles = "sync master where instance " + c.Instance + " is master"
+	}
+	fmt.Fprintf(w, "\nconnections: established connections survive a failover: IPVS connection sync on %s, sync id %d, %s;\n"+
+		"  idle ones too: a full resync before a planned handover and before a returning director takes the VIP back\n",
+		strings.Join(names, ", "), c.SyncID, roles)
 }
 
 func clusterSecurity(s *config.Site) string {

@@ -35,7 +35,7 @@ func TestCheckExamples(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d, stderr:\n%s", code, errs)
 			}
-			for _, want := range []string{"is valid (digest ", "failover time", "Master_Down_Interval", "role master", "role backup", "virtual server", "real server", "check "} {
+			for _, want := range []string{"is valid (digest ", "failover time", "Master_Down_Interval", "role master", "role backup", "virtual server", "real server", "check ", "connections: "} {
 				if !strings.Contains(out, want) {
 					t.Errorf("output lacks %q:\n%s", want, out)
 				}
@@ -152,5 +152,29 @@ func TestCheckCapsErrors(t *testing.T) {
 	}
 	if _, err := fmt.Sscanf(lines[21], "vigil check: "+file+": %d errors", &total); err != nil || total != more+20 || total < 500 {
 		t.Errorf("count lines %q, %q: want the total, at least 500, and 20 fewer more (%v)", lines[20], lines[21], err)
+	}
+}
+
+// TestCheckSaysWhetherConnectionsSurvive: vigil check says, per site,
+// whether established connections survive a failover, and why not.
+func TestCheckSaysWhetherConnectionsSurvive(t *testing.T) {
+	seed, err := os.ReadFile("../../examples/www-telnet.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := strings.Replace(string(seed), "[ipvs_sync]", "[ipvs_sync]\nenabled = false", 1)
+	path := filepath.Join(t.TempDir(), "off.toml")
+	if err := os.WriteFile(path, []byte(off), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ site, want string }{
+		{"../../examples/www-telnet.toml", "connections: established connections survive a failover: IPVS connection sync on eth0"},
+		{path, "connections: a failover resets established connections: [ipvs_sync] enabled = false"},
+		{"../../examples/ipv6.toml", "connections: "},
+	} {
+		code, out, errs := check(t, noHostname, "-c", c.site)
+		if code != 0 || !strings.Contains(out, c.want) {
+			t.Errorf("vigil check -c %s: exit %d, want output with %q:\n%s%s", c.site, code, c.want, out, errs)
+		}
 	}
 }
