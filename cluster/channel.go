@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 // Channel is one director's membership in its site's cluster channel.
@@ -27,7 +28,7 @@ type Channel struct {
 	self    Peer
 	selfAP  netip.AddrPort
 	epoch   int64 // start time: orders our state records across restarts
-	now     func() time.Time
+	clock   clock.Clock
 
 	mu         sync.Mutex
 	local      stateRecord
@@ -98,7 +99,7 @@ func New(cfg Config) (*Channel, error) {
 		timings:    cfg.Timings.withDefaults(),
 		log:        cfg.Logger,
 		label:      Label(cfg.Site),
-		now:        time.Now,
+		clock:      clock.System(),
 		peers:      make(map[string]*peerRecord),
 		handlers:   make(map[string]func(Peer, []byte)),
 		missedJoin: make(map[netip.AddrPort]int),
@@ -117,7 +118,7 @@ func New(cfg Config) (*Channel, error) {
 	if c.cfg.DefaultAdvertInterval <= 0 {
 		c.cfg.DefaultAdvertInterval = time.Second
 	}
-	c.epoch = c.now().UnixNano()
+	c.epoch = c.clock.Now().UnixNano()
 	c.local = stateRecord{Node: cfg.NodeName, Epoch: c.epoch, State: State{Name: cfg.NodeName}}
 
 	mc := memberlist.DefaultLANConfig()
@@ -155,7 +156,7 @@ func New(cfg Config) (*Channel, error) {
 	mc.Ping = (*mlPing)(c)
 	mc.Transport = cfg.Transport
 	mc.Logger = log.New(&mlLog{
-		log: c.log, auth: &c.authFailures, label: &c.labelMismatches, now: c.now,
+		log: c.log, auth: &c.authFailures, label: &c.labelMismatches, clock: c.clock,
 		last: make(map[rejectKind]time.Time), quiet: make(map[rejectKind]int),
 	}, "", 0)
 
@@ -435,15 +436,27 @@ func (c *Channel) safeCall(what string, fn func()) {
 // director should not wake up for nothing).
 func (c *Channel) evalLoop() {
 	defer c.wg.Done()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
+	due := make(chan struct{}, 1)
+	fire := func() {
+		select {
+		case due <- struct{}{}:
+		default:
+		}
+	}
+	var timer clock.Timer // on c.clock, whose time the deadlines are in
+	stop := func() {
+		if timer != nil {
+			timer.Stop()
+			timer = nil
+		}
+	}
+	defer stop()
 	for {
 		select {
 		case <-c.done:
 			return
 		case <-c.evalCh:
-		case <-timer.C:
+		case <-due:
 			c.mu.Lock()
 			evs := c.evaluateLocked()
 			c.mu.Unlock()
@@ -452,10 +465,9 @@ func (c *Channel) evalLoop() {
 		c.mu.Lock()
 		next, ok := c.dual.nextDeadline()
 		c.mu.Unlock()
+		stop()
 		if ok {
-			timer.Reset(max(0, next.Sub(c.now())) + evalLate)
-		} else {
-			timer.Stop()
+			timer = c.clock.AfterFunc(max(0, next.Sub(c.clock.Now()))+evalLate, fire)
 		}
 	}
 }
@@ -472,8 +484,8 @@ func (e *mlEvents) NotifyJoin(n *memberlist.Node) {
 	ap, _ := nodeAddrPort(n)
 	c.mu.Lock()
 	p := c.peerLocked(n.Name)
-	p.addr, p.alive, p.lastSeen = ap, true, c.now()
-	evs := append([]Event{{Kind: PeerJoin, Time: c.now(), Peer: Peer{Name: n.Name, Addr: ap.Addr()}}}, c.evaluateLocked()...)
+	p.addr, p.alive, p.lastSeen = ap, true, c.clock.Now()
+	evs := append([]Event{{Kind: PeerJoin, Time: c.clock.Now(), Peer: Peer{Name: n.Name, Addr: ap.Addr()}}}, c.evaluateLocked()...)
 	c.mu.Unlock()
 	c.emit(evs...)
 	c.requestPush() // a new peer gets our state at once
@@ -488,7 +500,7 @@ func (e *mlEvents) NotifyLeave(n *memberlist.Node) {
 	c.mu.Lock()
 	p := c.peerLocked(n.Name)
 	p.alive = false
-	evs := append([]Event{{Kind: PeerLeave, Time: c.now(), Peer: Peer{Name: n.Name, Addr: ap.Addr()}}}, c.evaluateLocked()...)
+	evs := append([]Event{{Kind: PeerLeave, Time: c.clock.Now(), Peer: Peer{Name: n.Name, Addr: ap.Addr()}}}, c.evaluateLocked()...)
 	c.mu.Unlock()
 	c.emit(evs...)
 }
@@ -501,7 +513,7 @@ func (e *mlEvents) NotifyUpdate(n *memberlist.Node) {
 	ap, _ := nodeAddrPort(n)
 	c.mu.Lock()
 	p := c.peerLocked(n.Name)
-	p.addr, p.lastSeen = ap, c.now()
+	p.addr, p.lastSeen = ap, c.clock.Now()
 	c.mu.Unlock()
 }
 
@@ -523,7 +535,7 @@ func (p *mlPing) NotifyPingComplete(n *memberlist.Node, rtt time.Duration, _ []b
 	c := (*Channel)(p)
 	c.mu.Lock()
 	if r := c.peers[n.Name]; r != nil {
-		r.lastSeen, r.rtt = c.now(), rtt
+		r.lastSeen, r.rtt = c.clock.Now(), rtt
 	}
 	c.mu.Unlock()
 }
@@ -558,7 +570,7 @@ func (d *mlDelegate) NotifyMsg(b []byte) {
 		}
 		fresh := w.accept(f.Epoch, f.Seq)
 		if p := c.peers[f.From.Name]; p != nil && fresh {
-			p.lastSeen = c.now()
+			p.lastSeen = c.clock.Now()
 		}
 		c.mu.Unlock()
 		if !fresh {

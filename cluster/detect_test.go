@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 func describe(evs []Event) string {
@@ -121,9 +123,9 @@ func TestDualMasterDetector(t *testing.T) {
 func TestMemberlistLogClassification(t *testing.T) {
 	var auth, label atomic.Uint64
 	buf := &logBuffer{}
-	now := time.Unix(0, 0)
+	clk := clock.NewFake(time.Unix(0, 0))
 	w := &mlLog{log: slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), auth: &auth, label: &label,
-		now: func() time.Time { return now }, last: map[rejectKind]time.Time{}, quiet: map[rejectKind]int{}}
+		clock: clk, last: map[rejectKind]time.Time{}, quiet: map[rejectKind]int{}}
 	lines := []string{
 		"[ERR] memberlist: Decrypt packet failed: no installed keys could decrypt the message from=127.0.0.1:1234\n",
 		"[ERR] memberlist: failed to receive: no installed keys could decrypt the message from=127.0.0.1:1234\n",
@@ -147,7 +149,7 @@ func TestMemberlistLogClassification(t *testing.T) {
 	if !strings.Contains(out, "level=DEBUG msg=\"Stream connection") || !strings.Contains(out, "level=WARN msg=\"Was able to connect") {
 		t.Fatalf("levels not mapped:\n%s", out)
 	}
-	now = now.Add(rejectLogEvery + time.Second)
+	clk.Advance(rejectLogEvery + time.Second)
 	w.Write([]byte(lines[0]))
 	if !strings.Contains(buf.String(), "suppressed=2") {
 		t.Fatalf("suppressed count not reported:\n%s", buf.String())

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 // Zero-length datagrams on the cluster port are a stranger's malformed
@@ -67,9 +69,9 @@ func TestZeroLengthPacketFloodLogsBounded(t *testing.T) {
 func TestMemberlistRepeatsRateLimited(t *testing.T) {
 	var auth, label atomic.Uint64
 	buf := &logBuffer{}
-	now := time.Unix(0, 0)
+	clk := clock.NewFake(time.Unix(0, 0))
 	w := &mlLog{log: slog.New(slog.NewTextHandler(buf, nil)), auth: &auth, label: &label,
-		now: func() time.Time { return now }, last: map[rejectKind]time.Time{}, quiet: map[rejectKind]int{}}
+		clock: clk, last: map[rejectKind]time.Time{}, quiet: map[rejectKind]int{}}
 	short := "[ERR] memberlist: UDP packet too short (65536 bytes) from=10.0.0.9:40000\n"
 	decode := "[ERR] memberlist: Failed to decode ping request: msgpack decode error from=10.0.0.%d:7946\n"
 	for i := range 1000 {
@@ -86,7 +88,7 @@ func TestMemberlistRepeatsRateLimited(t *testing.T) {
 	if !strings.Contains(out, `msg="dropped malformed cluster packet (too short)"`) || !strings.Contains(out, "from=10.0.0.9:40000") {
 		t.Errorf("too-short packet not reworded:\n%s", out)
 	}
-	now = now.Add(time.Minute)
+	clk.Advance(time.Minute)
 	buf2 := &logBuffer{}
 	w.log = slog.New(slog.NewTextHandler(buf2, nil))
 	w.Write([]byte(short))

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 // memberlist drops packets and streams that fail authentication or carry
@@ -60,7 +62,7 @@ type mlLog struct {
 	log   *slog.Logger
 	auth  *atomic.Uint64
 	label *atomic.Uint64
-	now   func() time.Time
+	clock clock.Clock
 	mu    sync.Mutex
 	last  map[rejectKind]time.Time
 	quiet map[rejectKind]int // suppressed since last logged
@@ -144,7 +146,7 @@ func (w *mlLog) allow(kind rejectKind) (suppressed int, ok bool) {
 	if _, known := w.last[kind]; !known && len(w.last) >= maxLineKinds {
 		kind = rejectOther
 	}
-	now := w.now()
+	now := w.clock.Now()
 	if last, seen := w.last[kind]; seen && now.Sub(last) < rejectLogEvery {
 		w.quiet[kind]++
 		return 0, false

@@ -70,7 +70,7 @@ func (c *Channel) mergeStateFrame(f frame) {
 		c.log.Debug("dropped malformed cluster state", "from", f.From.Name, "err", err)
 		return
 	}
-	now := c.now()
+	now := c.clock.Now()
 	c.mu.Lock()
 	changed := false
 	for _, r := range recs {
@@ -168,7 +168,7 @@ func (c *Channel) DualMasterTransients() uint64 {
 
 // evaluateLocked runs the detectors on the current views.
 func (c *Channel) evaluateLocked() []Event {
-	now := c.now()
+	now := c.clock.Now()
 	var digests []peerDigest
 	claims := make(map[string][]masterClaim)
 	addClaims := func(s State) {
