@@ -2,12 +2,9 @@ package director
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
 	"os"
 	"strconv"
@@ -19,7 +16,6 @@ import (
 	"github.com/vigil-lb/vigil/cluster"
 	"github.com/vigil-lb/vigil/config"
 	"github.com/vigil-lb/vigil/failover"
-	"github.com/vigil-lb/vigil/healthcheck"
 	"github.com/vigil-lb/vigil/ipvs"
 	"github.com/vigil-lb/vigil/vrrp"
 )
@@ -70,28 +66,16 @@ type Daemon struct {
 	reloadErr  string
 	warnings   map[string]string // key -> text (drift, dual master)
 	instances  map[string]*instance
-	plan       checkPlan
-	running    map[string]healthcheck.Spec // specIdentity -> the spec running
-	wasUp      map[ipvs.ServerRef]bool     // has been up since start (slow start applies to recoveries only)
-	health     ipvs.Health
-	vss        []ipvs.VirtualServer
-	quorum     ipvs.QuorumState
-	quorumLost []string
-	recStat    ReconcileStatus
-	ipvsDigest string // of the last table applied without error
-	nextChange time.Time
 
-	checks  *healthcheck.Scheduler
-	backend ipvs.Backend // nil: VIP-only site
-	kernel  *ipvs.Kernel // the backend when it is the kernel (sync daemon)
-	rec     *ipvs.Reconciler
-	kick    chan struct{} // asks the reconcile loop for a pass
+	pipe    *pipeline     // checks -> health view -> IPVS
+	kernel  *ipvs.Kernel  // the IPVS backend when it is the kernel (sync daemon)
 	pubKick chan struct{} // asks the publisher to push our view
 
 	ch    *cluster.Channel
 	demux *vrrp.GossipDemux
 
 	elections atomic.Int64 // elections running (vrrp Run not returned)
+
 }
 
 // New loads the site file and checks that this machine can run it. It
@@ -111,8 +95,7 @@ func New(opts Options) (*Daemon, error) {
 	d := &Daemon{
 		opts: opts, log: opts.Logger.With("node", me.Name), site: site, me: me,
 		socket: opts.Socket, warnings: map[string]string{}, instances: map[string]*instance{},
-		health: ipvs.Health{}, quorum: ipvs.QuorumState{}, kick: make(chan struct{}, 1), pubKick: make(chan struct{}, 1),
-		wasUp: map[ipvs.ServerRef]bool{},
+		pubKick: make(chan struct{}, 1),
 	}
 	if d.socket == "" {
 		d.socket = site.Settings.ControlSocket
@@ -122,23 +105,22 @@ func New(opts Options) (*Daemon, error) {
 			return nil, &StartError{Err: err}
 		}
 	}
+	var backend ipvs.Backend // nil: VIP-only site
 	if len(site.VirtualServers) > 0 {
 		if opts.IPVS != nil {
-			d.backend = opts.IPVS
+			backend = opts.IPVS
 		} else {
 			k, err := ipvs.NewKernel(ipvs.KernelOptions{Log: d.log})
 			if err != nil {
 				return nil, &StartError{Err: fmt.Errorf("the site declares %d virtual servers: %w", len(site.VirtualServers), err)}
 			}
-			d.backend, d.kernel = k, k
+			backend, d.kernel = k, k
 		}
-		d.rec = ipvs.NewReconciler(d.backend, d.log)
 	}
-	vss, err := virtualServers(site)
+	d.pipe, err = newPipeline(site, backend, pipelineOptions{Log: d.log, OnChange: d.publish})
 	if err != nil {
 		return nil, &StartError{Config: true, Err: err}
 	}
-	d.vss = vss
 	return d, nil
 }
 
@@ -206,24 +188,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	// Checks and IPVS first, so a director that becomes master already
-	// has its rules (the backup keeps the same rules warm).
-	d.checks = healthcheck.NewScheduler(healthcheck.Options{Logger: log})
-	var wg sync.WaitGroup
-	d.applyCheckPlan(planChecks(site))
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = d.checks.Run(runCtx) }()
-	go func() { defer wg.Done(); d.followChecks(runCtx) }()
-	if d.rec != nil {
+	// has its rules (the backup keeps the same rules warm). The pipeline
+	// has its own lifetime: it stops after the elections, before the
+	// rules are removed.
+	pipeCtx, stopPipe := context.WithCancel(runCtx)
+	defer stopPipe()
+	pipeDone := make(chan struct{})
+	go func() { defer close(pipeDone); d.pipe.run(pipeCtx) }()
+	stopPipeline := func() { stopPipe(); <-pipeDone }
+	if d.kernel != nil {
 		if err := d.startSync(runCtx); err != nil {
 			log.Error("IPVS sync daemon", "error", err)
 		}
-		wg.Add(1)
-		go func() { defer wg.Done(); d.reconcileLoop(runCtx) }()
 	}
 
 	d.recordVIPs()
 	if err := d.startInstances(runCtx, site.Instances); err != nil {
-		d.stopAll()
+		d.stopAll(stopPipeline)
 		return err
 	}
 	sdNotify("READY=1\nSTATUS=running")
@@ -232,9 +213,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	<-ctx.Done()
 	log.Info("stopping")
 	sdNotify("STOPPING=1")
-	d.stopAll()
+	d.stopAll(stopPipeline)
 	cancel()
-	wg.Wait()
 	log.Info("stopped")
 	return nil
 }
@@ -256,8 +236,9 @@ func (d *Daemon) recordVIPs() {
 	}
 }
 
-// stopAll is the graceful stop, in keepalived's order.
-func (d *Daemon) stopAll() {
+// stopAll is the graceful stop, in keepalived's order; stopPipeline
+// stops the checks and the reconcile passes (and returns when they have).
+func (d *Daemon) stopAll(stopPipeline func()) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	d.mu.Lock()
@@ -273,8 +254,9 @@ func (d *Daemon) stopAll() {
 	}
 	wg.Wait()
 	d.stopSync(ctx)
-	if d.rec != nil && d.site.Settings.IPVSOnStop != "keep" {
-		rep, err := d.rec.RemoveAll(ctx)
+	stopPipeline() // no pass may put back what RemoveAll deletes
+	if d.pipe.programs() && d.site.Settings.IPVSOnStop != "keep" {
+		rep, err := d.pipe.removeAll(ctx)
 		d.log.Info("IPVS rules removed", "report", rep.String(), "error", err)
 	}
 	if d.ch != nil {
@@ -359,9 +341,10 @@ func (d *Daemon) publishNow() {
 	if d.ch == nil {
 		return
 	}
+	health, digest := d.pipe.view()
 	d.mu.Lock()
 	st := cluster.State{ConfigDigest: d.site.Digest(), Instances: map[string]cluster.InstanceState{},
-		Health: map[string]bool{}, IPVSDigest: d.ipvsDigest}
+		Health: health, IPVSDigest: digest}
 	for name, in := range d.instances {
 		s := in.vrrp.Status()
 		is := cluster.InstanceState{
@@ -374,203 +357,6 @@ func (d *Daemon) publishNow() {
 		}
 		st.Instances[name] = is
 	}
-	for ref, h := range d.health {
-		st.Health[healthKey(ref)] = h.Up
-	}
 	d.mu.Unlock()
 	d.ch.SetLocal(st)
-}
-
-// applyCheckPlan hands the site's checks to the scheduler. A check whose
-// spec did not change keeps running with its state. A server whose check
-// changed (a new interval, say) keeps its health: its new check starts in
-// the state the old one had reached, so a reload never pulls a healthy
-// server for rise x interval. New servers start in their check's initial
-// state.
-func (d *Daemon) applyCheckPlan(p checkPlan) {
-	d.mu.Lock()
-	running := map[string]healthcheck.Spec{}
-	plan := checkPlan{refs: map[string][]ipvs.ServerRef{}, always: p.always, initUp: p.initUp}
-	for _, s := range p.specs {
-		refs := p.refs[s.Key()]
-		id := specIdentity(s)
-		if old, ok := d.running[id]; ok {
-			s = old
-		} else {
-			for _, r := range refs {
-				if h, ok := d.health[r]; ok {
-					s.InitialUp = h.Up
-					break
-				}
-			}
-		}
-		running[id] = s
-		plan.specs = append(plan.specs, s)
-		plan.refs[s.Key()] = refs
-	}
-	// A zero Since means "up since before we started": like HAProxy,
-	// slow start never applies at process start, only to a recovery.
-	health := ipvs.Health{}
-	for _, refs := range plan.refs {
-		for _, r := range refs {
-			if h, ok := d.health[r]; ok {
-				health[r] = h
-			} else {
-				health[r] = ipvs.ServerHealth{Up: p.initUp[r]}
-			}
-		}
-	}
-	for _, r := range p.always {
-		if h, ok := d.health[r]; ok {
-			health[r] = h
-		} else {
-			health[r] = ipvs.ServerHealth{Up: true}
-		}
-	}
-	d.plan, d.health, d.running = plan, health, running
-	d.mu.Unlock()
-	if err := d.checks.Set(plan.specs); err != nil {
-		d.log.Error("health checks", "error", err)
-	}
-	d.kickReconcile()
-}
-
-// specIdentity is a check's key without its initial state, which the
-// daemon sets itself when a changed check takes over a server's health.
-func specIdentity(s healthcheck.Spec) string {
-	s.InitialUp = false
-	return s.Key()
-}
-
-// followChecks applies check verdicts to the health view.
-func (d *Daemon) followChecks(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case c := <-d.checks.Changes():
-			d.mu.Lock()
-			for _, r := range d.plan.refs[c.Key] {
-				h := d.health[r]
-				if c.Up && !h.Up && d.wasUp[r] {
-					h.Since = c.At // a recovery: slow start applies
-				}
-				if c.Up {
-					d.wasUp[r] = true
-				}
-				h.Up = c.Up
-				h.Weight, h.WeightSet = c.Weight, c.Weight != healthcheck.NoWeight
-				d.health[r] = h
-			}
-			d.mu.Unlock()
-			if !c.Initial {
-				d.log.Info("real server check", "target", c.Spec.Target.String(), "up", c.Up, "reason", c.Reason,
-					"passes", c.Passes, "fails", c.Fails)
-			}
-			d.kickReconcile()
-			d.publish()
-		}
-	}
-}
-
-func (d *Daemon) kickReconcile() {
-	select {
-	case d.kick <- struct{}{}:
-	default:
-	}
-}
-
-// reconcileLoop makes IPVS match the health view: at once on a change,
-// periodically to repair what someone changed by hand, and when slow
-// start next moves a weight.
-func (d *Daemon) reconcileLoop(ctx context.Context) {
-	tick := time.NewTicker(d.site.Settings.ReconcileInterval.Duration)
-	defer tick.Stop()
-	slow := time.NewTimer(time.Hour)
-	defer slow.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-d.kick:
-		case <-tick.C:
-		case <-slow.C:
-		}
-		next := d.reconcileOnce(ctx)
-		if !next.IsZero() {
-			slow.Reset(max(time.Until(next), 10*time.Millisecond))
-		}
-	}
-}
-
-// reconcileOnce builds the desired table and applies it; it returns when
-// slow start next needs a pass (zero: never).
-func (d *Daemon) reconcileOnce(ctx context.Context) time.Time {
-	d.mu.Lock()
-	in := ipvs.BuildInput{VirtualServers: d.vss, Health: maps.Clone(d.health), Now: time.Now(), Quorum: d.quorum}
-	d.mu.Unlock()
-	out, err := ipvs.Build(in)
-	if err != nil {
-		d.mu.Lock()
-		d.recStat.Errors++
-		d.recStat.LastError = err.Error()
-		d.mu.Unlock()
-		d.log.Error("build IPVS table", "error", err)
-		return time.Time{}
-	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	rep, err := d.rec.Apply(cctx, out.Table)
-	cancel()
-	d.mu.Lock()
-	for _, name := range out.QuorumLost {
-		if !contains(d.quorumLost, name) {
-			d.log.Warn("quorum lost: sorry server (if any) takes the traffic", "virtual_server", name)
-		}
-	}
-	d.quorum, d.quorumLost = out.Quorum, out.QuorumLost
-	r := &d.recStat
-	r.Passes++
-	r.LastPass = time.Now()
-	r.Creates += uint64(rep.Creates)
-	r.Updates += uint64(rep.Updates)
-	r.Deletes += uint64(rep.Deletes)
-	r.Errors += uint64(rep.Errors)
-	changed := false
-	if err != nil {
-		r.LastError = err.Error()
-	} else if dg := tableDigest(out.Table); dg != d.ipvsDigest {
-		d.ipvsDigest, changed = dg, true
-	}
-	d.mu.Unlock()
-	if err != nil {
-		d.log.Error("IPVS reconcile", "report", rep.String(), "error", err)
-	} else if rep.Writes() > 0 {
-		d.log.Info("IPVS reconciled", "report", rep.String())
-	}
-	if changed {
-		d.publish()
-	}
-	return out.NextChange
-}
-
-// tableDigest identifies a desired IPVS table: services with their
-// scheduling and destinations with their weights, not counters.
-func tableDigest(t ipvs.Table) string {
-	h := sha256.New()
-	for _, s := range t.Services {
-		fmt.Fprintf(h, "%s|%s|%d|%d|%d\n", s.Key, s.Scheduler, s.Flags, s.Timeout, s.Netmask)
-		for _, d := range s.Destinations {
-			fmt.Fprintf(h, " %s|%d|%d|%d|%d\n", d.Key(), d.Weight, d.Forwarding, d.UpperThreshold, d.LowerThreshold)
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

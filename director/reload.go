@@ -58,11 +58,10 @@ func (d *Daemon) reload() error {
 	if !reflect.DeepEqual(site.Cluster, old.Cluster) || !reflect.DeepEqual(site.Directors, old.Directors) {
 		return fmt.Errorf("reload %s: [cluster] or [[director]] changed: restart vigil to apply it", d.opts.ConfigPath)
 	}
-	if len(old.VirtualServers) == 0 && len(site.VirtualServers) > 0 && d.backend == nil {
+	if len(old.VirtualServers) == 0 && len(site.VirtualServers) > 0 && !d.pipe.programs() {
 		return fmt.Errorf("reload %s: virtual servers added to a VIP-only site: restart vigil to start IPVS", d.opts.ConfigPath)
 	}
-	vss, err := virtualServers(site)
-	if err != nil {
+	if _, err := virtualServers(site); err != nil {
 		return fmt.Errorf("reload %s: %w", d.opts.ConfigPath, err)
 	}
 
@@ -121,14 +120,14 @@ func (d *Daemon) reload() error {
 	d.mu.Lock()
 	d.site = site
 	d.me = me
-	d.vss = vss
 	d.mu.Unlock()
+	// The virtual servers and checks before the elections, as at start.
+	if err := d.pipe.setSite(site); err != nil {
+		d.log.Error("reload: virtual servers", "error", err) // checked above: not expected
+	}
 	d.recordVIPs() // before a new VIP can be claimed
 	if err := d.startInstances(ctx, append(restart, add...)); err != nil {
 		d.log.Error("reload: start instances", "error", err)
-	}
-	if d.checks != nil {
-		d.applyCheckPlan(planChecks(site))
 	}
 	d.publish()
 	return nil
