@@ -175,27 +175,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 
-	if err := ServeControl(runCtx, d.socket, d, log); err != nil {
-		return err
-	}
-	if addr := site.Settings.MetricsAddress; addr != "" {
-		if err := serveMetrics(runCtx, addr, d.Status, withPprof(site.Settings.Pprof), withMetricsLogger(log)); err != nil {
-			return err
-		}
-	}
-	if err := d.startCluster(runCtx); err != nil {
+	if err := d.serve(runCtx); err != nil {
 		return err
 	}
 
 	// Checks and IPVS first, so a director that becomes master already
-	// has its rules (the backup keeps the same rules warm). The pipeline
-	// has its own lifetime: it stops after the elections, before the
-	// rules are removed.
-	pipeCtx, stopPipe := context.WithCancel(runCtx)
-	defer stopPipe()
-	pipeDone := make(chan struct{})
-	go func() { defer close(pipeDone); d.pipe.run(pipeCtx) }()
-	stopPipeline := func() { stopPipe(); <-pipeDone }
+	// has its rules (the backup keeps the same rules warm).
+	stopPipeline := d.startPipeline(runCtx)
+	defer stopPipeline()
 	if d.kernel != nil {
 		if err := d.startSync(runCtx); err != nil {
 			log.Error("IPVS sync daemon", "error", err)
@@ -217,6 +204,31 @@ func (d *Daemon) Run(ctx context.Context) error {
 	cancel()
 	log.Info("stopped")
 	return nil
+}
+
+// serve starts what answers from outside: the control socket, the
+// metrics server and the cluster channel.
+func (d *Daemon) serve(ctx context.Context) error {
+	if err := ServeControl(ctx, d.socket, d, d.log); err != nil {
+		return err
+	}
+	if addr := d.site.Settings.MetricsAddress; addr != "" {
+		if err := serveMetrics(ctx, addr, d.Status, withPprof(d.site.Settings.Pprof), withMetricsLogger(d.log)); err != nil {
+			return err
+		}
+	}
+	return d.startCluster(ctx)
+}
+
+// startPipeline runs the pipeline under a lifetime of its own, shorter
+// than ctx: the returned stop ends it and waits for it, so that the
+// rules can be removed after the elections stopped with no pass left to
+// put them back. Stop may be called more than once.
+func (d *Daemon) startPipeline(ctx context.Context) (stop func()) {
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); d.pipe.run(pctx) }()
+	return sync.OnceFunc(func() { cancel(); <-done })
 }
 
 // recordVIPs writes every VIP this director may hold to the VIP record,
