@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"sync"
 	"testing"
@@ -162,6 +163,27 @@ func TestLatenessReplaysSchedule(t *testing.T) {
 	}
 }
 
+// gcPauses reads the histogram of the collector's stop-the-world pauses.
+func gcPauses() *metrics.Float64Histogram {
+	s := []metrics.Sample{{Name: "/sched/pauses/total/gc:seconds"}}
+	metrics.Read(s)
+	return s[0].Value.Float64Histogram()
+}
+
+// longestPause is the upper bound of the highest bucket that gained
+// pauses between two readings, and how many pauses there were.
+func longestPause(before, after *metrics.Float64Histogram) (time.Duration, uint64) {
+	var longest time.Duration
+	var n uint64
+	for i := range after.Counts {
+		if d := after.Counts[i] - before.Counts[i]; d > 0 {
+			n += d
+			longest = time.Duration(after.Buckets[i+1] * float64(time.Second))
+		}
+	}
+	return longest, n
+}
+
 func percentiles(d []time.Duration) (p50, p99, max time.Duration) {
 	s := slices.Clone(d)
 	slices.Sort(s)
@@ -197,6 +219,7 @@ func BenchmarkWakeLateness(b *testing.B) {
 			defer func() { close(stop); wg.Wait() }()
 			time.Sleep(100 * time.Millisecond) // let the load settle in
 
+			pausesBefore := gcPauses()
 			b.ResetTimer()
 			start := time.Now()
 			if err := p.Start(Schedule{Datagrams: []Datagram{{Name: paced.name, Payload: []byte("pacer")}},
@@ -214,6 +237,7 @@ func BenchmarkWakeLateness(b *testing.B) {
 			rwg.Wait()
 			p.Stop()
 			b.StopTimer()
+			pause, pauses := longestPause(pausesBefore, gcPauses())
 			if err := <-sendErr; err != nil || perr != nil || terr != nil {
 				b.Fatalf("send %v, receive (pacer) %v, receive (timer) %v", err, perr, terr)
 			}
@@ -231,7 +255,8 @@ func BenchmarkWakeLateness(b *testing.B) {
 				b.ReportMetric(us(max), r.who+"-max-µs")
 				line += fmt.Sprintf("  %s p50 %v p99 %v max %v", r.who, p50, p99, max)
 			}
-			b.Logf("%s, %d sends each at %v:%s", tc.name, b.N, iv, line)
+			b.ReportMetric(us(pause), "gc-pause-max-µs")
+			b.Logf("%s, %d sends each at %v:%s; %d GC pauses, the longest under %v", tc.name, b.N, iv, line, pauses, pause)
 		})
 	}
 }
