@@ -57,7 +57,8 @@ func sessionEventLines(console string) map[string]sessionFigures {
 // IPVS in a QEMU guest, the seed site (WWW + Telnet, LVS-DR) with
 // connection sync on two directors, 20 line sessions (10 idle between
 // events) and 4 HTTP keep-alive clients through the VIP. After each event
-// (master crash, failback, vigil drill there and back, SIGTERM of the
+// (master crash with its kernel tables lost as in a reboot, failback,
+// vigil drill there and back, SIGTERM of the
 // master and its restart, a reload on both directors, a restart of the
 // backup's sync daemons and a takeover by it) every session open before
 // the event must still be open and answer a line within 2 s: 20/20 and
@@ -97,6 +98,8 @@ func TestVMSessionsSurvive(t *testing.T) {
 			"IP": ipPath, "VIGIL": "/bin/vigil", "LABSRV": "/bin/labsrv", "SITE": "/lab/sessions-site.toml",
 			"IPVSADM": "/usr/sbin/ipvsadm", "RUNDIR": "/tmp/vlab",
 			"SESSIONS": strconv.Itoa(vmSessions), "IDLE": strconv.Itoa(vmIdle), "KEEPALIVE": strconv.Itoa(vmKeepAlive),
+			// VIGIL_LAB_LOGS=1 prints both directors' whole logs.
+			"LOGS": os.Getenv("VIGIL_LAB_LOGS"),
 		},
 		MemoryMB: 1024,
 		CPUs:     2,

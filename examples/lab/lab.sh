@@ -8,6 +8,7 @@
 # POSIX sh (also busybox sh inside the QEMU guest). Usage:
 #   lab.sh up | down | start-rs NAME [www|line] | stop-rs NAME [www|line]
 #          start-director NAME | kill-director NAME [SIGNAL] | cut NAME | heal NAME | exec NAME CMD...
+#          wipe NAME (a director's machine rebooted: its namespace recreated empty)
 # Environment: LAB (namespace prefix, default "vlab"), IP (ip command; the
 # guest sets /sbin/ip because busybox's ip has no netns), VIGIL, LABSRV
 # (binaries), SITE (site file), RUNDIR (logs, pid files, sockets).
@@ -106,6 +107,39 @@ kill_director() { # NAME [SIGNAL]
   [ -f "$RUNDIR/$1.pid" ] && kill -"${2:-KILL}" "$(cat "$RUNDIR/$1.pid")" 2>/dev/null || true
 }
 
+# wipe NAME: a director's machine lost its memory, as in a crash and
+# reboot. Its director is killed and its namespace recreated with only its
+# address: no IPVS services, connections or sync daemons, no VIP. The
+# bridge port keeps its state (a cut director stays cut until heal).
+wipe() {
+  case $1 in vs1|vs2) ;; *) echo "wipe: directors only, not $1" >&2; exit 2 ;; esac
+  port=$(port_of "$1")
+  was_up=0
+  $IP -n "$LAB-br" -o link show "$port" | grep -q '[<,]UP[,>]' && was_up=1
+  kill_director "$1" KILL
+  n=0
+  while [ -f "$RUNDIR/$1.pid" ] && kill -0 "$(cat "$RUNDIR/$1.pid")" 2>/dev/null; do
+    n=$((n+1)); [ $n -gt 100 ] && { echo "wipe: $1's director does not die" >&2; exit 1; }
+    sleep 0.1
+  done
+  $IP netns del "$LAB-$1"
+  # The namespace, its eth0 and the veth's bridge end go once nothing
+  # holds them; the port's name is reused below.
+  n=0
+  while $IP -n "$LAB-br" link show "$port" >/dev/null 2>&1; do
+    n=$((n+1)); [ $n -gt 200 ] && { echo "wipe: $port still exists" >&2; exit 1; }
+    sleep 0.1
+  done
+  $IP netns add "$LAB-$1"
+  $IP link add eth0 netns "$LAB-$1" type veth peer name "$port" netns "$LAB-br"
+  $IP -n "$LAB-br" link set "$port" master br0
+  [ $was_up = 1 ] && $IP -n "$LAB-br" link set "$port" up
+  $IP -n "$LAB-$1" link set lo up
+  $IP -n "$LAB-$1" addr add "$(addr_of "$1")/24" dev eth0
+  $IP -n "$LAB-$1" link set eth0 up
+  echo "$1 wiped: namespace $LAB-$1 recreated empty (bridge port $port $( [ $was_up = 1 ] && echo up || echo down))"
+}
+
 down() {
   for p in "$RUNDIR"/*.pid; do
     [ -f "$p" ] || continue
@@ -127,5 +161,6 @@ case $cmd in
   cut) $IP -n "$LAB-br" link set "$(port_of "$1")" down ;;
   heal) $IP -n "$LAB-br" link set "$(port_of "$1")" up ;;
   exec) h=$1; shift; nsexec "$h" "$@" ;;
-  *) echo "usage: lab.sh up|down|start-rs N|stop-rs N|start-director N|kill-director N [SIG]|exec N CMD..." >&2; exit 2 ;;
+  wipe) wipe "$1" ;;
+  *) echo "usage: lab.sh up|down|start-rs N|stop-rs N|start-director N|kill-director N [SIG]|cut N|heal N|wipe N|exec N CMD..." >&2; exit 2 ;;
 esac
