@@ -29,13 +29,13 @@ type pipeline struct {
 	rec      *ipvs.Reconciler // nil: a VIP-only site (nothing to program)
 	onChange func()           // the health view or the programmed table changed
 	kick     chan struct{}    // asks the reconcile loop for a pass
-	interval time.Duration    // between repair passes (the site's reconcile_interval)
 
 	// planMu makes a new plan and its hand-over to the scheduler one
 	// step, so two reloads cannot leave the scheduler on the older plan.
 	planMu sync.Mutex
 
-	mu         sync.Mutex // guards everything below
+	mu         sync.Mutex    // guards everything below
+	interval   time.Duration // between repair passes (the site's reconcile_interval)
 	vss        []ipvs.VirtualServer
 	plan       checkPlan
 	running    map[string]healthcheck.Spec // specIdentity -> the spec running
@@ -80,14 +80,13 @@ func newPipeline(site *config.Site, backend ipvs.Backend, o pipelineOptions) (*p
 		o.OnChange = func() {}
 	}
 	p := &pipeline{
-		log: o.Log, clk: o.Clock, checks: healthcheck.NewScheduler(o.Checks), onChange: o.OnChange,
-		kick: make(chan struct{}, 1), interval: site.Settings.ReconcileInterval.Duration,
+		log: o.Log, clk: o.Clock, checks: healthcheck.NewScheduler(o.Checks), onChange: o.OnChange, kick: make(chan struct{}, 1),
 		health: ipvs.Health{}, wasUp: map[ipvs.ServerRef]bool{}, quorum: ipvs.QuorumState{},
 	}
 	if backend != nil {
 		p.rec = ipvs.NewReconciler(backend, o.Log)
 	}
-	p.apply(vss, planChecks(site))
+	p.apply(site.Settings.ReconcileInterval.Duration, vss, planChecks(site))
 	return p, nil
 }
 
@@ -107,24 +106,26 @@ func (p *pipeline) run(ctx context.Context) {
 	wg.Wait()
 }
 
-// setSite applies a reloaded site: its virtual servers and its checks.
-// An invalid site changes nothing.
+// setSite applies a reloaded site: its virtual servers, its checks and
+// its reconcile interval (from the next pass). An invalid site changes
+// nothing.
 func (p *pipeline) setSite(site *config.Site) error {
 	vss, err := virtualServers(site)
 	if err != nil {
 		return err
 	}
-	p.apply(vss, planChecks(site))
+	p.apply(site.Settings.ReconcileInterval.Duration, vss, planChecks(site))
 	return nil
 }
 
-// apply hands the virtual servers and checks to the pipeline. A check
+// apply hands the repair interval, the virtual servers and the checks
+// to the pipeline. A check
 // whose spec did not change keeps running with its state. A server whose
 // check changed (a new interval, say) keeps its health: its new check
 // starts in the state the old one had reached, so a reload never pulls a
 // healthy server for rise x interval. New servers start in their check's
 // initial state.
-func (p *pipeline) apply(vss []ipvs.VirtualServer, cp checkPlan) {
+func (p *pipeline) apply(interval time.Duration, vss []ipvs.VirtualServer, cp checkPlan) {
 	p.planMu.Lock()
 	defer p.planMu.Unlock()
 	p.mu.Lock()
@@ -166,7 +167,7 @@ func (p *pipeline) apply(vss []ipvs.VirtualServer, cp checkPlan) {
 			health[r] = ipvs.ServerHealth{Up: true}
 		}
 	}
-	p.vss, p.plan, p.health, p.running = vss, plan, health, running
+	p.interval, p.vss, p.plan, p.health, p.running = interval, vss, plan, health, running
 	p.mu.Unlock()
 	if err := p.checks.Set(plan.specs); err != nil {
 		p.log.Error("health checks", "error", err)
@@ -242,8 +243,11 @@ func (p *pipeline) reconcileLoop(ctx context.Context) {
 		case <-p.kick:
 		}
 		next := p.reconcileOnce(ctx)
+		p.mu.Lock()
+		interval := p.interval
+		p.mu.Unlock()
 		stop(repair)
-		repair = p.clk.AfterFunc(p.interval, p.kickReconcile)
+		repair = p.clk.AfterFunc(interval, p.kickReconcile)
 		stop(slow)
 		slow = nil
 		if !next.IsZero() {

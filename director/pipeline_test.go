@@ -392,6 +392,22 @@ func TestPipelineRepairPassRestoresHandChanges(t *testing.T) {
 	}
 	r.clk.Advance(time.Second)
 	r.waitTable(t, full)
+
+	// A reload's reconcile_interval applies from the next pass.
+	site := parseSite(t, fmt.Sprintf(wwwVS, "1h", "up"))
+	site.Settings.ReconcileInterval.Duration = time.Second
+	if err := r.p.setSite(site); err != nil {
+		t.Fatal(err)
+	}
+	passes = r.settle(t)
+	if err := r.mem.DeleteService(context.Background(), ipvs.AddrKey(ipvs.TCP, netip.MustParseAddrPort("10.99.0.100:80"))); err != nil {
+		t.Fatal(err)
+	}
+	r.clk.Advance(time.Second)
+	r.waitTable(t, full)
+	if got := r.p.status().Reconcile.Passes; got <= passes {
+		t.Fatalf("%d passes, want more than %d", got, passes)
+	}
 }
 
 func TestPipelineStatusNamesChecks(t *testing.T) {
