@@ -119,12 +119,11 @@ func (p *pipeline) setSite(site *config.Site) error {
 }
 
 // apply hands the repair interval, the virtual servers and the checks
-// to the pipeline. A check
-// whose spec did not change keeps running with its state. A server whose
-// check changed (a new interval, say) keeps its health: its new check
-// starts in the state the old one had reached, so a reload never pulls a
-// healthy server for rise x interval. New servers start in their check's
-// initial state.
+// to the pipeline. A check whose spec did not change keeps running with
+// its state. A server whose check changed (a new interval, say) keeps its
+// health: its new check starts in the state the old one had reached, so a
+// reload never pulls a healthy server for rise x interval. New servers
+// start in their check's initial state.
 func (p *pipeline) apply(interval time.Duration, vss []ipvs.VirtualServer, cp checkPlan) {
 	p.planMu.Lock()
 	defer p.planMu.Unlock()
