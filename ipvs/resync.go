@@ -37,11 +37,11 @@ import (
 // Resync defaults.
 const (
 	// DefaultResyncRate is connections per second (1,250 full datagrams,
-	// 15 Mbit/s). TestGuestResyncRate measures the backup's kernel in the
-	// QEMU guest (emulated CPU, shared by sender and backup, veth): of
-	// 10,000 connections it lost 16% sent unpaced (61,000/s) and 24% at
-	// 120,000/s, none at 50,000/s and 20,000/s. 100,000 connections take
-	// 2 s.
+	// 15 Mbit/s; 100,000 connections take 2 s). TestGuestResyncRate
+	// measures the backup's kernel in the QEMU guest (emulated CPU shared
+	// by sender and backup, host loaded): of 10,000 connections, 10-62%
+	// were lost sent unpaced and up to 12% at 200,000/s; none at 100,000/s,
+	// 50,000/s or 20,000/s with the bucket capped at the burst.
 	DefaultResyncRate = 50_000
 	// DefaultResyncBurst is how many connections go out back to back
 	// before pacing applies: about 25 datagrams, a tenth of what a
