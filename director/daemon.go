@@ -76,6 +76,8 @@ type Daemon struct {
 
 	elections atomic.Int64 // elections running (vrrp Run not returned)
 
+	resync   resyncState // full connection resync (resync.go)
+	resyncer connResync  // nil: no connection sync on this site
 }
 
 // New loads the site file and checks that this machine can run it. It

@@ -34,6 +34,13 @@ type instance struct {
 	claimMu sync.Mutex
 	applied atomic.Uint64 // Transition events applied to the claimer
 	repairs atomic.Uint64 // times the guard found the claimer out of step and fixed it
+	// linger: a resigned master keeping its VIPs until the new master is
+	// heard (handover.go); lingering mirrors linger.on for the guard.
+	linger    linger
+	lingering atomic.Bool
+	// beforeStop runs first in a graceful stop: the make-before-break
+	// handover of a master (handover.go).
+	beforeStop func(ctx context.Context)
 }
 
 // startInstances builds every instance (transport, claimer, election),
@@ -129,6 +136,7 @@ func (d *Daemon) buildInstance(ctx context.Context, cfg *config.Instance) (*inst
 		}
 	}
 	in.basePrio = vc.Priority
+	in.beforeStop = func(ctx context.Context) { d.handOffBeforeStop(ctx, in) }
 	vi, err := vrrp.NewInstance(vc, tr, vrrp.SystemClock(), func(ev vrrp.Event) { in.events <- ev })
 	if err != nil {
 		claim.Close(ctx)
@@ -146,6 +154,9 @@ func (d *Daemon) runInstance(ctx context.Context, in *instance) {
 	in.cancel = cancel
 	log := d.log.With("instance", in.cfg.Name)
 	go d.work(ictx, in)
+	// A director that (re)starts as backup takes no instance back before
+	// it holds the master's connections (resync.go).
+	d.holdForResync(ictx, in, "start")
 	d.elections.Add(1)
 	go func() {
 		defer close(in.runDone)
@@ -215,9 +226,18 @@ func (d *Daemon) apply(in *instance, ev vrrp.Event, log interface {
 		d.mu.Lock()
 		in.last = ev
 		d.mu.Unlock()
+		if ev.Resigned && ev.From == vrrp.Master && d.successorExpected(in) {
+			d.startLinger(in, ev)
+			d.publish()
+			return
+		}
 		in.claimMu.Lock()
+		from := ev.From
+		if d.stopLingerLocked(in) {
+			from = vrrp.Master // the claimer still holds the VIPs of the resigned master
+		}
 		err := in.claim.Transition(ctx, failover.Transition{
-			Instance: in.cfg.Name, From: failoverState(ev.From), To: failoverState(ev.To),
+			Instance: in.cfg.Name, From: failoverState(from), To: failoverState(ev.To),
 			Priority: int(ev.Priority), Reason: ev.Reason,
 		})
 		in.applied.Add(1)
@@ -227,6 +247,8 @@ func (d *Daemon) apply(in *instance, ev vrrp.Event, log interface {
 		}
 		d.syncFollow(ctx, in.cfg.Name, ev.To == vrrp.Master)
 		d.publish()
+	case vrrp.Successor:
+		go d.endLinger(in, successorGrace(in.cfg.AdvertInterval.Duration), "new master "+ev.Peer.String()+" heard")
 	case vrrp.Reannounce:
 		if in.claim.Reannounce() {
 			log.Info("re-announcing VIPs: a lower-priority master was heard", "other", ev.Peer.String())
@@ -254,7 +276,11 @@ func (d *Daemon) guard(ctx context.Context, in *instance, log *slog.Logger) {
 		case <-tick.C:
 		}
 		st := in.vrrp.Status()
-		if g.observe(st.State == vrrp.Master, in.claim.Status().Master, in.applied.Load() == st.Counters.Transitions) {
+		claimerMaster := in.claim.Status().Master
+		if in.lingering.Load() {
+			claimerMaster = false // a resigned master keeps its VIPs on purpose (handover.go)
+		}
+		if g.observe(st.State == vrrp.Master, claimerMaster, in.applied.Load() == st.Counters.Transitions) {
 			d.repair(ctx, in, log)
 		}
 	}
@@ -298,6 +324,9 @@ func (g *guardState) observe(electionMaster, claimerMaster, idle bool) bool {
 func (d *Daemon) repair(ctx context.Context, in *instance, log *slog.Logger) {
 	in.claimMu.Lock()
 	defer in.claimMu.Unlock()
+	if in.linger.on {
+		return // a resigned master keeps its VIPs until the new master is heard
+	}
 	state := in.vrrp.State()
 	master := state == vrrp.Master
 	if master == in.claim.Status().Master {
@@ -323,6 +352,9 @@ func (d *Daemon) repair(ctx context.Context, in *instance, log *slog.Logger) {
 // stop ends an instance: graceful sends a priority-0 advert if master.
 // The VIPs are released afterwards either way.
 func (in *instance) stop(ctx context.Context, graceful bool) {
+	if graceful && in.beforeStop != nil {
+		in.beforeStop(ctx)
+	}
 	if graceful {
 		_ = in.vrrp.Stop(ctx)
 	}
@@ -352,47 +384,6 @@ func (in *instance) close() {
 	defer cancel()
 	_ = in.claim.Close(ctx)
 	_ = in.tr.Close()
-}
-
-// Handover makes this director give up mastership of an instance (all
-// instances when name is ""), as a planned failover: it resigns with a
-// priority-0 advert, so the best backup takes over after its Skew_Time,
-// and stays out of the way (priority 1) until Resume.
-func (d *Daemon) Handover(name string) error {
-	ins, err := d.pick(name)
-	if err != nil {
-		return err
-	}
-	for _, in := range ins {
-		d.mu.Lock()
-		in.held = true
-		d.mu.Unlock()
-		in.vrrp.SetPriority(1)
-		// A fault resigns at once with priority 0; clearing it restarts
-		// the instance as a backup that will not preempt at priority 1.
-		in.vrrp.SetFault("handover", true)
-		in.vrrp.SetFault("handover", false)
-		d.log.Info("handover: resigned mastership", "instance", in.cfg.Name)
-	}
-	return nil
-}
-
-// Resume undoes Handover: the configured priority returns, and with
-// preemption the director takes mastership back.
-func (d *Daemon) Resume(name string) error {
-	ins, err := d.pick(name)
-	if err != nil {
-		return err
-	}
-	for _, in := range ins {
-		d.mu.Lock()
-		in.held = false
-		p := in.basePrio
-		d.mu.Unlock()
-		in.vrrp.SetPriority(p)
-		d.log.Info("handover: resumed", "instance", in.cfg.Name, "priority", p)
-	}
-	return nil
 }
 
 func (d *Daemon) pick(name string) ([]*instance, error) {

@@ -73,6 +73,15 @@ type InstanceStatus struct {
 	// in a healthy director.
 	Repairs     uint64 `json:"invariant_repairs"`
 	VIPsEvicted uint64 `json:"vips_evicted"`
+	// PreemptHolds name what keeps this backup from taking the instance
+	// back right now ("resync": it waits, at most ResyncWait, for the
+	// master's connection table); Resync is how the last wait ended.
+	PreemptHolds []string      `json:"preempt_holds,omitempty"`
+	ResyncWait   time.Duration `json:"resync_wait,omitempty"`
+	Resync       string        `json:"resync,omitempty"`
+	// Lingering: this director resigned and keeps the VIPs until the new
+	// master is heard (make-before-break handover).
+	Lingering bool `json:"lingering,omitempty"`
 }
 
 // VSStatus is one virtual server: IPVS's view and the checks'.
