@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The failover benchmark: client-visible interruption when the VRRP master
-# dies (bridge port cut + SIGKILL at one instant) or stops (SIGTERM), for
-# vigil and keepalived (Debian's 2.2.7) in the same network-namespace lab,
-# plus each daemon's CPU and RSS as master, and optionally a stability run.
+# dies (bridge port cut + SIGKILL at one instant), stops (SIGTERM) or hands
+# over (vigil's control socket, as `vigil drill`), for vigil and keepalived
+# (Debian's 2.2.7) in the same network-namespace lab, plus each daemon's CPU
+# and RSS as master, and optionally a stability run.
 #
-#   sudo scripts/bench-failover.sh              # the full benchmark (about 25 min on 2 busy cores)
+#   sudo scripts/bench-failover.sh              # the full benchmark (about 30 min on 2 busy cores)
 #   sudo scripts/bench-failover.sh -quick       # a few minutes, for development
 #   sudo scripts/bench-failover.sh -stability 10m   # also the 10-minute stability run (per daemon)
 #   sudo scripts/bench-failover.sh -impl keepalived -adverts 100ms -runs 3 -v
+#   sudo scripts/bench-failover.sh -planned     # the planned-handover rows only (stop, handover at 1s,100ms,10ms)
 #
 # Any flag is passed to failbench (`go run ./internal/failbench/cmd/failbench -h`).
 # It builds bin/vigil (make build) and bin/failbench; when bin/vigil cannot
@@ -38,4 +40,12 @@ fi
 rm -f /tmp/bench-failover-build.$$
 mkdir -p bin
 CGO_ENABLED=0 "$GO" build -o bin/failbench ./internal/failbench/cmd/failbench
-exec bin/failbench -vigil bin/vigil "$@"
+args=()
+for a in "$@"; do
+  if [ "$a" = -planned ]; then
+    args+=(-kinds stop,handover -adverts 1s,100ms,10ms -usage-adverts "")
+  else
+    args+=("$a")
+  fi
+done
+exec bin/failbench -vigil bin/vigil "${args[@]}"

@@ -22,7 +22,10 @@ const (
 
 // Run is one failover and the recovery after it.
 type Run struct {
-	Outage     time.Duration // failure to first answer from the new master
+	// Outage is the time from the failure (or request) to the first
+	// answer from the new master. In a planned handover a vigil master
+	// goes on answering meanwhile: then it is no outage, Gap is the figure.
+	Outage     time.Duration
 	LastAdvert time.Duration // old master's last advert to that answer
 	Takeover   time.Duration // old master's last advert to the new master's first advert
 	Announce   time.Duration // old master's last advert to the new master's first ARP for the VIP
@@ -31,8 +34,18 @@ type Run struct {
 	PreemptFailed int            // probes that failed from its restart until stable
 	PreemptErrors map[string]int `json:",omitempty"` // those failures by error
 	PreemptTime   time.Duration  // restart to its first answer
-	VIPLeft       bool           // stop: the VIP was still on the stopped master
-	Err           string         `json:",omitempty"`
+	VIPLeft       bool           // stop, handover: the old master still held the VIP after the handover
+	// A planned handover (Stop, Handover), from the request until the new
+	// master is settled: what the client saw.
+	Gap          time.Duration  `json:",omitempty"` // largest time between two consecutive answers, whoever answered
+	GapQuiet     time.Duration  `json:",omitempty"` // the longest time in that gap in which the client sent no probe (it did not run)
+	IdleGap      time.Duration  `json:",omitempty"` // the largest gap over as long a time just before the request: the lab's own noise
+	WindowFailed int            `json:",omitempty"` // probes that failed
+	WindowErrors map[string]int `json:",omitempty"` // those failures by error
+	Claimed      time.Duration  `json:",omitempty"` // request to the VIP's addition on the new master (0: not seen)
+	Released     time.Duration  `json:",omitempty"` // request to its removal from the old master (0: not seen)
+	ReadyWait    time.Duration  `json:",omitempty"` // how long the old master took to know its successor (Readier)
+	Err          string         `json:",omitempty"`
 }
 
 // Case is N runs of one implementation, advert interval and failure kind.
@@ -40,7 +53,7 @@ type Case struct {
 	Impl   string
 	Advert time.Duration
 	Kind   string
-	RFC    time.Duration // crash: 3 x advert + skew; stop: skew
+	RFC    time.Duration // crash: 3 x advert + skew; stop, handover: skew
 	Runs   []Run
 	Err    string `json:",omitempty"`
 }
@@ -221,6 +234,17 @@ func (r *rig) writeTrace(name, head string, t0, from, to int64, quiet bool) {
 			}
 		}
 	})
+	r.ev.vipView(func(vips []Event) {
+		for _, v := range vips {
+			if v.End >= from && v.End <= to {
+				what := "removed from"
+				if v.OK {
+					what = "added on"
+				}
+				lines = append(lines, line{v.End, fmt.Sprintf("%s vip     %s %s", rel(v.End), what, v.From)})
+			}
+		}
+	})
 	slices.SortStableFunc(lines, func(a, b line) int { return cmp.Compare(a.t, b.t) })
 	var b strings.Builder
 	b.WriteString(head + "\n")
@@ -245,6 +269,23 @@ func (r *rig) runOnce(ctx context.Context, kind string, tm caseTiming) Run {
 		return fail(errors.New("master daemon is not running"))
 	}
 	pids := d.tree()
+	limit := MasterDown(tm.advert, 100, r.site.Version) + 10*time.Second
+
+	if rd, ok := r.impl.(Readier); ok && Planned(kind) {
+		start := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, limit)
+		err := rd.SuccessorReady(rctx, r.dirs[old])
+		cancel()
+		if err != nil {
+			return fail(fmt.Errorf("before the handover: %w", err))
+		}
+		run.ReadyWait = time.Since(start)
+	}
+	if Planned(kind) {
+		if err := r.waitServed(ctx, old, limit); err != nil {
+			return fail(fmt.Errorf("before the handover: %w", err))
+		}
+	}
 
 	var t0 time.Time
 	switch kind {
@@ -259,11 +300,19 @@ func (r *rig) runOnce(ctx context.Context, kind string, tm caseTiming) Run {
 		if err := d.signal(syscall.SIGTERM); err != nil {
 			return fail(fmt.Errorf("SIGTERM %s: %w", old, err))
 		}
+	case Handover:
+		h, ok := r.impl.(Handoverer)
+		if !ok {
+			return fail(fmt.Errorf("%s: %w", r.impl.Name(), errNoHandover))
+		}
+		t0 = time.Now()
+		if err := h.Handover(ctx, r.dirs[old]); err != nil {
+			return fail(fmt.Errorf("handover on %s: %w", old, err))
+		}
 	default:
 		return fail(fmt.Errorf("unknown failure kind %q", kind))
 	}
 	t0n := t0.UnixNano()
-	limit := MasterDown(tm.advert, 100, r.site.Version) + 10*time.Second
 	ans, err := r.firstAnswer(ctx, nw, t0n, t0.Add(limit))
 	if err != nil {
 		return fail(fmt.Errorf("%w (%s)", err, r.describe(nw, 2*time.Second)))
@@ -304,10 +353,17 @@ func (r *rig) runOnce(ctx context.Context, kind string, tm caseTiming) Run {
 
 	// Written after the recovery, when the probes in flight at the failure
 	// have ended too.
-	defer r.trace(t0n, last, ans.End)
+	var win window
+	var settled time.Time
+	if Planned(kind) {
+		defer func() { r.plannedTrace(kind, t0n, last, ans.End, settled.UnixNano(), run, win) }()
+	} else {
+		defer r.trace(t0n, last, ans.End)
+	}
 
 	// Recovery: the old master comes back as after a reboot and preempts.
-	if kind == Crash {
+	switch kind {
+	case Crash:
 		_ = d.waitExit(2 * time.Second)
 		if err := r.dropVIP(old); err != nil {
 			return fail(err)
@@ -318,7 +374,7 @@ func (r *rig) runOnce(ctx context.Context, kind string, tm caseTiming) Run {
 		if err := r.ports[old].heal(); err != nil {
 			return fail(fmt.Errorf("heal %s: %w", old, err))
 		}
-	} else {
+	case Stop:
 		if err := d.waitExit(10 * time.Second); err != nil {
 			return fail(err)
 		}
@@ -328,11 +384,27 @@ func (r *rig) runOnce(ctx context.Context, kind string, tm caseTiming) Run {
 		}
 	}
 	// The new master must be settled before the old one comes back.
-	if _, err := r.waitMaster(ctx, nw, tm.hold, limit); err != nil {
+	settled, err = r.waitMaster(ctx, nw, tm.hold, limit)
+	if err != nil {
 		return fail(fmt.Errorf("after failover: %w", err))
 	}
+	if kind == Handover {
+		// The old master lives on as a backup: it must have let go.
+		run.VIPLeft = r.waitVIPGone(ctx, old, 2*tm.advert+time.Second)
+	}
+	if Planned(kind) {
+		// Measured once every probe started in the window has ended.
+		if err := sleep(ctx, r.cfg.Timeout+20*time.Millisecond); err != nil {
+			return fail(err)
+		}
+		r.measurePlanned(&run, &win, old, nw, t0n, ans.End, settled.UnixNano())
+	}
 	tRec := time.Now()
-	if err := r.startDaemon(ctx, old); err != nil {
+	if kind == Handover {
+		if err := r.impl.(Handoverer).Resume(ctx, r.dirs[old]); err != nil {
+			return fail(fmt.Errorf("resume on %s: %w", old, err))
+		}
+	} else if err := r.startDaemon(ctx, old); err != nil {
 		return fail(err)
 	}
 	stable, err := r.waitMaster(ctx, old, tm.hold, MasterDown(tm.advert, 150, r.site.Version)+20*time.Second)
@@ -361,7 +433,7 @@ func (r *rig) runOnce(ctx context.Context, kind string, tm caseTiming) Run {
 		}
 	})
 	r.writeTrace(fmt.Sprintf("run-%02d-preempt.trace", r.traces),
-		"# t=0 is the old master's restart; probes answered like the one before are left out", tr, tr, st, true)
+		"# t=0 is the old master's restart (or resume); probes answered like the one before are left out", tr, tr, st, true)
 	return run
 }
 
@@ -373,6 +445,12 @@ func runCase(ctx context.Context, cfg Config, impl Impl, advert time.Duration, k
 		c.RFC = MasterDown(advert, backup, cfg.Version)
 	} else {
 		c.RFC = Skew(advert, backup, cfg.Version)
+	}
+	if kind == Handover {
+		if _, ok := impl.(Handoverer); !ok {
+			c.Err = fmt.Sprintf("%s: %v", impl.Name(), errNoHandover)
+			return c
+		}
 	}
 	label := fmt.Sprintf("%s-%s-%s", impl.Name(), advert, kind)
 	r, err := newRig(ctx, cfg.RigConfig, impl, advert, label)
@@ -396,9 +474,17 @@ func runCase(ctx context.Context, cfg Config, impl Impl, advert time.Duration, k
 		run := r.runOnce(ctx, kind, tm)
 		r.ev.trim(time.Now().Add(-10*time.Second - 5*advert).UnixNano())
 		c.Runs = append(c.Runs, run)
-		cfg.Log.Info("run", "impl", impl.Name(), "advert", advert, "kind", kind, "n", i+1,
-			"outage", run.Outage, "last_advert", run.LastAdvert, "takeover", run.Takeover, "announce", run.Announce,
-			"preempt_failed", run.PreemptFailed, "preempt_errors", run.PreemptErrors, "preempt_time", run.PreemptTime, "err", run.Err)
+		if Planned(kind) {
+			// Not an outage: a vigil master answers until its successor does.
+			cfg.Log.Info("run", "impl", impl.Name(), "advert", advert, "kind", kind, "n", i+1,
+				"failed", run.WindowFailed, "errors", run.WindowErrors, "gap", run.Gap, "gap_quiet", run.GapQuiet, "idle_gap", run.IdleGap, "request_to_new", run.Outage,
+				"claimed", run.Claimed, "released", run.Released, "ready_wait", run.ReadyWait, "takeover", run.Takeover, "announce", run.Announce,
+				"back_failed", run.PreemptFailed, "back_errors", run.PreemptErrors, "vip_left", run.VIPLeft, "err", run.Err)
+		} else {
+			cfg.Log.Info("run", "impl", impl.Name(), "advert", advert, "kind", kind, "n", i+1,
+				"outage", run.Outage, "last_advert", run.LastAdvert, "takeover", run.Takeover, "announce", run.Announce,
+				"preempt_failed", run.PreemptFailed, "preempt_errors", run.PreemptErrors, "preempt_time", run.PreemptTime, "err", run.Err)
+		}
 		if run.Err != "" {
 			failures++
 			if failures >= 3 || ctx.Err() != nil {

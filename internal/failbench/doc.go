@@ -14,7 +14,13 @@
 // SIGTERM for a graceful stop) to the first answer from the new master, and
 // the time from the old master's last advert to that answer. It then brings
 // the old master back, lets it preempt, and counts the probes that failed
-// meanwhile. It also samples each daemon's RSS and CPU time as master, and
+// meanwhile.
+//
+// A graceful stop and a handover through the daemon's own command (vigil's
+// control socket, then "resume") are planned handovers: vigil's old master
+// answers until the new one does (make-before-break), so for them the
+// figures are the probes that failed and the largest gap between two
+// consecutive answers, from the request until the new master is settled. It also samples each daemon's RSS and CPU time as master, and
 // optionally counts spurious transitions under CPU load.
 //
 // The daemons are pluggable (Impl): an implementation says how to write

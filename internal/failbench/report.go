@@ -30,6 +30,7 @@ type Report struct {
 	Cases     []Case
 	Usage     []Usage
 	Stability []Stability
+	Notes     []string // cases left out, and why
 }
 
 // Bench runs every case of cfg in order and returns what it measured. A
@@ -41,6 +42,13 @@ func Bench(ctx context.Context, cfg Config) *Report {
 			for _, impl := range cfg.Impls {
 				if ctx.Err() != nil {
 					return rep
+				}
+				if _, ok := impl.(Handoverer); kind == Handover && !ok {
+					note := fmt.Sprintf("%s has no handover command: its planned step-down is SIGTERM, the stop row", impl.Name())
+					if !slices.Contains(rep.Notes, note) {
+						rep.Notes = append(rep.Notes, note)
+					}
+					continue
 				}
 				cfg.Log.Info("case", "impl", impl.Name(), "advert", adv, "kind", kind, "runs", cfg.Runs)
 				rep.Cases = append(rep.Cases, runCase(ctx, cfg, impl, adv, kind))
@@ -106,31 +114,25 @@ func pick(runs []Run, f func(Run) time.Duration) []time.Duration {
 
 // Print writes the tables.
 func (rep *Report) Print(w io.Writer) {
-	if len(rep.Cases) > 0 {
+	var failovers, planned []Case
+	for _, c := range rep.Cases {
+		if Planned(c.Kind) {
+			planned = append(planned, c)
+		} else {
+			failovers = append(failovers, c)
+		}
+	}
+	if len(failovers) > 0 {
 		fmt.Fprintf(w, "\nFailover as the client sees it (ms, min / median / max; probes every 5 ms over TCP)\n")
 		fmt.Fprintf(w, "(RFC: 3 x advert + skew of the backup for a crash, the skew for a stop; new adv / GARP: medians from the old master's\n")
 		fmt.Fprintf(w, " last advert to the new master's first advert and first ARP for the VIP; preempt: probes failed while the old master took the VIP back)\n")
 		fmt.Fprintf(w, "%-8s %-5s %-10s %3s  %-26s %-26s %7s  %-15s  %s\n",
 			"advert", "kind", "impl", "n", "failure->answer", "last advert->answer", "RFC", "new adv / GARP", "preempt: failed probes")
-		for _, c := range rep.Cases {
+		for _, c := range failovers {
 			good := c.Good()
 			out := Summarize(pick(good, func(r Run) time.Duration { return r.Outage }))
 			last := Summarize(pick(good, func(r Run) time.Duration { return r.LastAdvert }))
-			tk := Summarize(pick(good, func(r Run) time.Duration { return r.Takeover }))
-			var anns []time.Duration
-			for _, r := range good {
-				if r.Announce > 0 {
-					anns = append(anns, r.Announce)
-				}
-			}
-			an := Summarize(anns)
-			split := "-"
-			if tk.N > 0 {
-				split = ms(tk.Median) + " / -"
-				if an.N > 0 {
-					split = ms(tk.Median) + " / " + ms(an.Median)
-				}
-			}
+			split := advertSplit(good)
 			pf, pfRuns, left := 0, 0, 0
 			for _, r := range good {
 				pf += r.PreemptFailed
@@ -154,6 +156,11 @@ func (rep *Report) Print(w io.Writer) {
 			fmt.Fprintf(w, "%-8s %-5s %-10s %3d  %-26s %-26s %7s  %-15s  %s\n",
 				c.Advert, c.Kind, c.Impl, len(good), out, last, ms(c.RFC), split, note)
 		}
+	}
+	if len(planned) > 0 || len(rep.Notes) > 0 {
+		printPlanned(w, planned, rep.Notes)
+	}
+	if len(rep.Cases) > 0 {
 		rep.printRatios(w)
 	}
 	if len(rep.Usage) > 0 {
@@ -178,6 +185,94 @@ func (rep *Report) Print(w io.Writer) {
 			}
 			fmt.Fprintln(w, line)
 		}
+	}
+}
+
+// advertSplit is "new adv / GARP": the medians from the old master's last
+// advert to the new master's first advert and first ARP for the VIP.
+func advertSplit(good []Run) string {
+	tk := Summarize(pick(good, func(r Run) time.Duration { return r.Takeover }))
+	var anns []time.Duration
+	for _, r := range good {
+		if r.Announce > 0 {
+			anns = append(anns, r.Announce)
+		}
+	}
+	an := Summarize(anns)
+	switch {
+	case tk.N == 0:
+		return "-"
+	case an.N == 0:
+		return ms(tk.Median) + " / -"
+	}
+	return ms(tk.Median) + " / " + ms(an.Median)
+}
+
+// failedIn is "F in R of N runs" for a count per run.
+func failedIn(good []Run, f func(Run) int) string {
+	total, runs := 0, 0
+	for _, r := range good {
+		total += f(r)
+		if f(r) > 0 {
+			runs++
+		}
+	}
+	return fmt.Sprintf("%d in %d of %d runs", total, runs, len(good))
+}
+
+// printPlanned writes the planned-handover rows (Stop, Handover): what the
+// client saw from the request until the new master was settled.
+func printPlanned(w io.Writer, cases []Case, notes []string) {
+	fmt.Fprintf(w, "\nPlanned handover as the client sees it (ms, min / median / max; probes every 5 ms over TCP)\n")
+	fmt.Fprintf(w, "(stop: SIGTERM; handover: vigil's control socket, as `vigil drill`; failed probes: from the request until the new master\n")
+	fmt.Fprintf(w, " is settled; largest gap: the longest time between two consecutive answers, whoever answered, from the request until the\n")
+	fmt.Fprintf(w, " old master let the VIP go; idle: the same over as long a time just before the request (median), the lab's own noise;\n")
+	fmt.Fprintf(w, " request->new: to the new master's first answer, a gap and no outage while the old master answers meanwhile; VIP on both:\n")
+	fmt.Fprintf(w, " median time from the new master's claim to the old one's release, < 0 when the old let go first; skew: the backup's RFC\n")
+	fmt.Fprintf(w, " Skew_Time; new adv / GARP: medians from the old master's last advert; back: probes failed while vs1 took the VIP back)\n")
+	fmt.Fprintf(w, "%-8s %-8s %-10s %3s  %-18s %-22s %6s  %-24s %11s %7s  %-15s  %s\n",
+		"advert", "kind", "impl", "n", "failed probes", "largest gap", "idle", "request->new", "VIP on both", "skew", "new adv / GARP", "back: failed probes")
+	for _, c := range cases {
+		good := c.Good()
+		gap := Summarize(pick(good, func(r Run) time.Duration { return r.Gap }))
+		idle := Summarize(pick(good, func(r Run) time.Duration { return r.IdleGap }))
+		req := Summarize(pick(good, func(r Run) time.Duration { return r.Outage }))
+		var both []time.Duration
+		for _, r := range good {
+			if r.Claimed > 0 && r.Released > 0 {
+				both = append(both, r.Released-r.Claimed)
+			}
+		}
+		onBoth := "-"
+		if b := Summarize(both); b.N > 0 {
+			onBoth = fmt.Sprintf("%+.1f", float64(b.Median)/float64(time.Millisecond))
+		}
+		idleMed := "-"
+		if idle.N > 0 {
+			idleMed = ms(idle.Median)
+		}
+		note := failedIn(good, func(r Run) int { return r.PreemptFailed })
+		left := 0
+		for _, r := range good {
+			if r.VIPLeft {
+				left++
+			}
+		}
+		if left > 0 {
+			note += fmt.Sprintf("; VIP left on the old master %d times", left)
+		}
+		if bad := len(c.Runs) - len(good); bad > 0 {
+			note += fmt.Sprintf("; %d runs failed", bad)
+		}
+		if c.Err != "" {
+			note += "; ERROR: " + c.Err
+		}
+		fmt.Fprintf(w, "%-8s %-8s %-10s %3d  %-18s %-22s %6s  %-24s %11s %7s  %-15s  %s\n",
+			c.Advert, c.Kind, c.Impl, len(good), failedIn(good, func(r Run) int { return r.WindowFailed }), gap, idleMed, req, onBoth,
+			ms(c.RFC), advertSplit(good), note)
+	}
+	for _, n := range notes {
+		fmt.Fprintf(w, "(%s)\n", n)
 	}
 }
 
@@ -229,6 +324,13 @@ func (rep *Report) printRatios(w io.Writer) {
 		if c.Impl == "keepalived" {
 			continue
 		}
+		if Planned(c.Kind) {
+			// keepalived's planned step-down is its stop.
+			if k, ok := ref[key{c.Advert, Stop}]; ok {
+				lines = append(lines, plannedRatio(c, k))
+			}
+			continue
+		}
 		k, ok := ref[key{c.Advert, c.Kind}]
 		if !ok {
 			continue
@@ -247,4 +349,23 @@ func (rep *Report) printRatios(w io.Writer) {
 	if len(lines) > 0 {
 		fmt.Fprintf(w, "\n%s\n", strings.Join(lines, "\n"))
 	}
+}
+
+// plannedRatio compares the largest gap of c, a planned handover, with
+// that of keepalived's stop k.
+func plannedRatio(c, k Case) string {
+	a := Summarize(pick(c.Good(), func(r Run) time.Duration { return r.Gap }))
+	b := Summarize(pick(k.Good(), func(r Run) time.Duration { return r.Gap }))
+	if a.N == 0 || b.N == 0 || b.Median == 0 {
+		return fmt.Sprintf("%-10s %-8s %s/keepalived stop: no data", c.Advert, c.Kind, c.Impl)
+	}
+	fa, fb := 0, 0
+	for _, r := range c.Good() {
+		fa += r.WindowFailed
+	}
+	for _, r := range k.Good() {
+		fb += r.WindowFailed
+	}
+	return fmt.Sprintf("%-10s %-8s %s/keepalived stop median: largest gap %.2f (%s against %s ms); failed probes %d in %d runs against %d in %d",
+		c.Advert, c.Kind, c.Impl, float64(a.Median)/float64(b.Median), ms(a.Median), ms(b.Median), fa, a.N, fb, b.N)
 }

@@ -35,6 +35,7 @@ type store struct {
 	probes  []Event
 	adverts []Event
 	arps    []Event
+	vips    []Event // 'V': the VIP added (OK) on or removed from director From
 	bad     int
 }
 
@@ -45,6 +46,8 @@ func (s *store) add(e Event) {
 		s.adverts = append(s.adverts, e)
 	case 'G':
 		s.arps = append(s.arps, e)
+	case 'V':
+		s.vips = append(s.vips, e)
 	default:
 		s.probes = append(s.probes, e)
 	}
@@ -84,6 +87,18 @@ func (s *store) trim(t int64) {
 		k++
 	}
 	s.arps = append([]Event(nil), s.arps[k:]...)
+	v := 0
+	for v < len(s.vips) && s.vips[v].End < t {
+		v++
+	}
+	s.vips = append([]Event(nil), s.vips[v:]...)
+}
+
+// vipView calls f with the VIP events under the lock.
+func (s *store) vipView(f func(vips []Event)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(s.vips)
 }
 
 // rig is one lab with responders, the client agent and a daemon per
@@ -103,9 +118,11 @@ type rig struct {
 	agent  *process
 	procs  []*process // responders
 	daemon map[string]*process
-	runs   map[string]int // daemon starts per director, for log names
+	dirs   map[string]string // the directory of each director's current daemon
+	runs   map[string]int    // daemon starts per director, for log names
 	cfg    RigConfig
 	traces int
+	done   chan struct{} // closed by close: ends the VIP watchers
 }
 
 // RigConfig is what a rig needs besides the implementation and advert.
@@ -129,7 +146,7 @@ func directors() []Director {
 // newRig builds the lab and starts responders and the agent (no daemons).
 func newRig(ctx context.Context, cfg RigConfig, impl Impl, advert time.Duration, label string) (r *rig, err error) {
 	r = &rig{cfg: cfg, log: cfg.Log, self: cfg.Self, sc: newScope(cfg.Log), impl: impl, ev: &store{},
-		hosts: map[string]*netlab.Host{}, ports: map[string]*port{}, daemon: map[string]*process{}, runs: map[string]int{}}
+		hosts: map[string]*netlab.Host{}, ports: map[string]*port{}, daemon: map[string]*process{}, dirs: map[string]string{}, runs: map[string]int{}, done: make(chan struct{})}
 	r.site = Site{VRID: vrid, Advert: advert, Version: cfg.Version, VIP: vipAddr, Iface: "eth0", Directors: directors()}
 	defer func() {
 		if err != nil {
@@ -159,6 +176,11 @@ func newRig(ctx context.Context, cfg RigConfig, impl Impl, advert time.Duration,
 		return r, fmt.Errorf("build lab: %w", err)
 	}
 	for _, d := range r.site.Directors {
+		if err := r.watchVIP(d.Name); err != nil {
+			return r, err
+		}
+	}
+	for _, d := range r.site.Directors {
 		p, err := startProcess(ctx, "responder "+d.Name, r.hosts[d.Name].Netns,
 			[]string{r.self, "serve", "-name", d.Name, "-port", strconv.Itoa(cfg.Port)},
 			filepath.Join(r.dir, "responder-"+d.Name+".log"))
@@ -167,8 +189,11 @@ func newRig(ctx context.Context, cfg RigConfig, impl Impl, advert time.Duration,
 		}
 		r.procs = append(r.procs, p)
 	}
-	// The agent's stdout is the event stream.
-	args := []string{"netns", "exec", r.client.Netns, r.self, "agent",
+	// The agent's stdout is the event stream. It is the measuring
+	// instrument: niced up, so that other work on a busy machine stalls
+	// it (and its probe times) less; the daemons and responders, which
+	// are measured, keep the default priority.
+	args := []string{"netns", "exec", r.client.Netns, "nice", "-n", "-10", r.self, "agent",
 		"-vip", vipIP, "-port", strconv.Itoa(cfg.Port), "-every", cfg.Every.String(), "-timeout", cfg.Timeout.String(), "-iface", "eth0"}
 	cmd := exec.Command("ip", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -273,6 +298,7 @@ func (r *rig) startDaemon(ctx context.Context, name string) error {
 		return err
 	}
 	r.daemon[name] = p
+	r.dirs[name] = dir
 	return nil
 }
 
@@ -361,7 +387,41 @@ func (r *rig) hasVIP(name string) bool {
 	return found
 }
 
+// watchVIP records when the VIP is added to or removed from name's
+// interfaces, from the namespace's own netlink notifications: when a
+// master claimed it and when the old one let go, to the millisecond (the
+// time is when this process read the notification).
+func (r *rig) watchVIP(name string) error {
+	ch := make(chan netlink.AddrUpdate, 64)
+	ns := r.hosts[name].NS
+	opts := netlink.AddrSubscribeOptions{Namespace: &ns, ErrorCallback: func(err error) {
+		select {
+		case <-r.done: // the socket is being closed
+		default:
+			r.log.Warn("VIP watcher", "director", name, "error", err)
+		}
+	}}
+	if err := netlink.AddrSubscribeWithOptions(ch, r.done, opts); err != nil {
+		return fmt.Errorf("watch addresses of %s: %w", name, err)
+	}
+	go func() {
+		for u := range ch {
+			if u.LinkAddress.IP.String() != vipIP {
+				continue
+			}
+			now := time.Now().UnixNano()
+			r.ev.add(Event{Kind: 'V', Start: now, End: now, From: name, OK: u.NewAddr})
+		}
+	}()
+	return nil
+}
+
 func (r *rig) close() {
+	select {
+	case <-r.done:
+	default:
+		close(r.done)
+	}
 	for _, p := range r.daemon {
 		p.stop(3 * time.Second)
 	}
