@@ -46,14 +46,14 @@ type window struct {
 	errors         map[string]int
 }
 
-// clientWindow measures the probes of one planned handover. The gap is
-// the longest time between two consecutive answers, whoever answered,
-// from the last answer before the request (t0), so an interruption that
-// starts at the request is whole, to the first answer after gapEnd, so
-// one that starts by gapEnd is whole too. A probe fails in the window
-// when it started by failEnd and at most one probe interval (every)
-// before t0: one started earlier and still unanswered was failing before
-// the request.
+// clientWindow measures the probes of one planned handover. A probe
+// fails in the window when it started by failEnd and at most one probe
+// interval (every) before t0: one started earlier and still unanswered
+// was failing before the request. The gap is the longest time between
+// two consecutive answers, whoever answered, from the last answer before
+// the request (t0), so an interruption that starts at the request is
+// whole, to the first answer after the later of gapEnd and the last
+// failure, so one that starts by then is whole too.
 func clientWindow(probes []Event, t0, gapEnd, failEnd int64, every time.Duration) window {
 	var w window
 	for _, p := range probes {
@@ -63,6 +63,7 @@ func clientWindow(probes []Event, t0, gapEnd, failEnd int64, every time.Duration
 				w.errors = map[string]int{}
 			}
 			w.errors[p.From]++
+			gapEnd = max(gapEnd, p.End)
 		}
 	}
 	w.gap, w.gapFrom, w.gapTo = largestGap(probes, t0, gapEnd)
@@ -137,10 +138,11 @@ func vipChange(vips []Event, name string, added bool, t0 int64) int64 {
 
 // measurePlanned fills in what the client saw over a planned handover
 // requested at t0, whose new master first answered at ans and was settled
-// at settled. The gap is measured until the old master let the VIP go
-// (or the new master answered, if later): what follows is the new master
-// serving alone, and a gap there is the machine's, not the handover's;
-// failures are counted until settled, which any failure delays.
+// at settled (it had answered every probe for a while). Failures count
+// until settled; the gap runs until the old master let the VIP go, or
+// the new master answered, or the last failure, whichever came last:
+// after that the new master served alone, and a gap there is this
+// machine's (the idle figure measures that), not the handover's.
 func (r *rig) measurePlanned(run *Run, win *window, old, nw string, t0, ans, settled int64) {
 	var claimed, released int64
 	r.ev.vipView(func(vips []Event) {

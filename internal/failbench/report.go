@@ -226,7 +226,7 @@ func printPlanned(w io.Writer, cases []Case, notes []string) {
 	fmt.Fprintf(w, "\nPlanned handover as the client sees it (ms, min / median / max; probes every 5 ms over TCP)\n")
 	fmt.Fprintf(w, "(stop: SIGTERM; handover: vigil's control socket, as `vigil drill`; failed probes: from the request until the new master\n")
 	fmt.Fprintf(w, " is settled; largest gap: the longest time between two consecutive answers, whoever answered, from the request until the\n")
-	fmt.Fprintf(w, " old master let the VIP go; idle: the same over as long a time just before the request (median), the lab's own noise;\n")
+	fmt.Fprintf(w, " old master let the VIP go and the last probe failed; idle: the same over as long a time just before the request (median);\n")
 	fmt.Fprintf(w, " request->new: to the new master's first answer, a gap and no outage while the old master answers meanwhile; VIP on both:\n")
 	fmt.Fprintf(w, " median time from the new master's claim to the old one's release, < 0 when the old let go first; skew: the backup's RFC\n")
 	fmt.Fprintf(w, " Skew_Time; new adv / GARP: medians from the old master's last advert; back: probes failed while vs1 took the VIP back)\n")
