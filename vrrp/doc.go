@@ -80,14 +80,19 @@
 //
 // Below one-second intervals a master's periodic adverts are sent by the
 // RawTransport's pacer (internal/pacer), a thread outside the Go runtime
-// that wakes once per advert as keepalived does; a Go timer costs several
-// thread wake-ups per advert. The election still decides everything: it
-// sends the first advert of each schedule itself, hands the marshalled
-// packet over, renews the pacer's lease every second, and stops the pacer
-// before any last advert (priority 0 or the split-brain answer) leaves. A
-// process that stops running stops advertising within the 3 s lease
-// (Counters.LapsedLeases). Without cgo, or with a transport that cannot
-// pace, the advert timer sends.
+// that wakes once per advert as keepalived does; a Go timer wakes later
+// when the process is busy and costs several thread wake-ups per advert
+// (docs/pacer.md has the measurements). The thread starts when the
+// transport first paces, so an instance at one-second adverts has none;
+// RawConfig.PacerRTPriority runs it at a SCHED_RR priority. The election
+// still decides everything: it sends the first advert of each schedule
+// itself, hands the marshalled packet over, renews the pacer's lease
+// every quarter lease, and stops the pacer before any last advert
+// (priority 0 or the split-brain answer) leaves. The lease is three of
+// the longest Master_Down_Intervals, at least 1 s (pacing.go): a process
+// that stops running stops advertising within it (Counters.LapsedLeases).
+// Without cgo, or with a transport that cannot pace, the advert timer
+// sends.
 //
 // # Tracking
 //

@@ -10,15 +10,19 @@ import "time"
 // in time must not lapse it, or a busy machine fails over for nothing.
 //
 // The numbers, from docs/pacer.md (BenchmarkWakeLateness on a shared
-// 2-core VM): a Go timer woke up to about 270 ms late with the Go side
-// busy (GC churning a 64 MB heap, every P spinning) on a loaded machine,
-// against well under 1 ms when idle. A renewal every quarter lease leaves
-// three quarters of the lease for a late one: with a 1 s floor that is
-// 750 ms, close to three times the worst lateness measured. Above the
+// 2-core VM kept busy by other work): a Go timer, as the renewal is, woke
+// up to 350 ms late with the collector churning a 64 MB heap, against
+// about a millisecond on a quiet machine. A renewal every quarter lease
+// leaves three quarters of the lease for a late one: 750 ms at a 1 s
+// floor, twice that. Only a Go side spinning on every P of a machine at
+// load 15 was later (2 s); there the pacer itself, without a real-time
+// priority, was 360 ms late, ten Master_Down_Intervals at 10 ms adverts,
+// so a lapse costs nothing the backup had not already taken. Above the
 // floor the lease is three Master_Down_Intervals (each at most four
-// advert intervals: 3 x interval + a skew under one interval).
+// advert intervals: 3 x interval + a skew under one interval); at 10 ms
+// adverts the floor is about 28 of them, against 83 for the old fixed 3 s.
 const (
-	// paceBelow: adverts this often or more are paced. At a second and
+	// paceBelow: intervals shorter than this are paced. At a second and
 	// more a Go timer's wake-ups cost nothing worth saving.
 	paceBelow = time.Second
 	// paceLeaseFloor is the shortest lease, whatever the interval.
