@@ -29,10 +29,11 @@ import (
 // the flags in ConnFlagsBackupMask, looks up the virtual service (by
 // firewall mark first, then protocol, address and port) and the real
 // server, and binds the connection to it; a bound connection takes its
-// forwarding method from the backup's own real server, an unbound one
-// (service or server missing there) keeps the one in the message and is
-// still forwarded. Connections are refreshed, never duplicated, by a
-// second message for the same client, virtual address and port.
+// forwarding method from the backup's own real server. An unbound one
+// (service or server missing there) is inserted all the same and keeps
+// the method in the message, which is why Services must give the right
+// one. A second message for the same client, virtual address and port
+// refreshes the entry, never duplicates it: a resync can be repeated.
 
 // Resync defaults.
 const (
@@ -142,7 +143,8 @@ type ResyncResult struct {
 // Resync reads the connection table of the calling thread's network
 // namespace and sends every connection and persistence template of
 // o.Services to the backups' sync daemons, paced. It returns what it did,
-// also on error (Sent counts what left before it).
+// also on error (Sent counts what left before it). With nothing to send
+// it opens no socket.
 func Resync(ctx context.Context, o ResyncOptions) (res ResyncResult, err error) {
 	o, err = o.withDefaults()
 	if err != nil {

@@ -346,6 +346,13 @@ func TestGuestResync(t *testing.T) {
 		}
 	}
 
+	// A second resync refreshes the entries, it does not duplicate them.
+	resync()
+	time.Sleep(2 * time.Second)
+	if got := table(t, l.backup, "ip_vs_conn"); len(got) != want {
+		t.Fatalf("after a second resync the backup holds %d entries, want %d", len(got), want)
+	}
+
 	// Control: connections opened after the resync are unknown to the
 	// backup. Then the backup takes the VIPs: every resynced connection
 	// carries on, every control one is reset.
@@ -409,7 +416,7 @@ func ipvsadmConns(t *testing.T, g *guestNS) map[ipvsadmConn]bool {
 // TestGuestResyncRate measures how many connections per second a backup
 // sync daemon takes without loss: synthetic connections (no service
 // needed: the backup keeps them unbound) at several rates, each counted in
-// the backup's table.
+// the backup's table. The backup's sync id is 0, which takes any.
 func TestGuestResyncRate(t *testing.T) {
 	ctx := context.Background()
 	sender, backup := newGuestNS(t), newGuestNS(t)
@@ -444,7 +451,7 @@ func TestGuestResyncRate(t *testing.T) {
 				Virtual: ap("10.99.9.101:23"), Dest: ap("10.99.9.3:23"), Timeout: 600,
 			}
 		}
-		msgs, err := ipvs.MarshalSyncMessages(0, conns, 1472)
+		msgs, err := ipvs.MarshalSyncMessages(7, conns, 1472)
 		if err != nil {
 			t.Fatal(err)
 		}
