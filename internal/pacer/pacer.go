@@ -65,12 +65,12 @@ const (
 	RR                     // SCHED_RR, keepalived's for vrrp_rt_priority
 )
 
+// policies are the valid policies, by name.
+var policies = map[Policy]string{FIFO: "SCHED_FIFO", RR: "SCHED_RR"}
+
 func (p Policy) String() string {
-	switch p {
-	case FIFO:
-		return "SCHED_FIFO"
-	case RR:
-		return "SCHED_RR"
+	if name, ok := policies[p]; ok {
+		return name
 	}
 	return fmt.Sprintf("Policy(%d)", int(p))
 }
@@ -83,7 +83,7 @@ func checkRealtime(policy Policy, priority int) error {
 		return nil
 	case priority < 0 || priority > 99:
 		return fmt.Errorf("pacer: real-time priority %d not in 1..99 (0 is off)", priority)
-	case policy != FIFO && policy != RR:
+	case policies[policy] == "":
 		return fmt.Errorf("pacer: %s is not a real-time policy", policy)
 	}
 	return nil

@@ -3,12 +3,8 @@ package pacer
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -236,20 +232,7 @@ func TestScheduleChecked(t *testing.T) {
 }
 
 // pacerThreads counts this process's threads named vigil-pacer.
-func pacerThreads(t *testing.T) int {
-	t.Helper()
-	comms, err := filepath.Glob("/proc/self/task/*/comm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, f := range comms {
-		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == "vigil-pacer" {
-			n++
-		}
-	}
-	return n
-}
+func pacerThreads(t *testing.T) int { return len(testenv.ThreadsNamed(t, "vigil-pacer")) }
 
 // waitThreads waits until want threads are named vigil-pacer.
 func waitThreads(t *testing.T, want int) {
@@ -298,31 +281,18 @@ func TestPacerThreadStartsOnFirstUse(t *testing.T) {
 }
 
 // threadClass returns the scheduling policy and real-time priority of
-// the one thread named vigil-pacer (proc(5): fields 41 and 40 of stat).
+// the one thread named vigil-pacer.
 func threadClass(t *testing.T) (policy, prio int) {
 	t.Helper()
-	comms, _ := filepath.Glob("/proc/self/task/*/comm")
-	var found []string
-	for _, f := range comms {
-		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == "vigil-pacer" {
-			found = append(found, filepath.Dir(f))
-		}
+	tids := testenv.ThreadsNamed(t, "vigil-pacer")
+	if len(tids) != 1 {
+		t.Fatalf("%d threads named vigil-pacer, want 1", len(tids))
 	}
-	if len(found) != 1 {
-		t.Fatalf("%d threads named vigil-pacer, want 1", len(found))
-	}
-	b, err := os.ReadFile(filepath.Join(found[0], "stat"))
+	a, err := unix.SchedGetAttr(tids[0], 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:])) // f[0] is field 3
-	if _, err := fmt.Sscan(f[40-3], &prio); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := fmt.Sscan(f[41-3], &policy); err != nil {
-		t.Fatal(err)
-	}
-	return policy, prio
+	return int(a.Policy), int(a.Priority)
 }
 
 // The thread runs at the real-time class asked for, set before it starts

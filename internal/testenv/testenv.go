@@ -19,7 +19,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -129,4 +132,26 @@ func NeedRoot(t testing.TB, why string) {
 	if os.Geteuid() != 0 {
 		cannot(t, "needs root: %s (run: sudo make test)", why)
 	}
+}
+
+// ThreadsNamed returns the IDs of this process's threads whose name
+// (comm, as prctl PR_SET_NAME sets it) is name: for tests of code that
+// runs threads of its own outside the Go runtime.
+func ThreadsNamed(t testing.TB, name string) []int {
+	t.Helper()
+	comms, err := filepath.Glob("/proc/self/task/*/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tids []int
+	for _, f := range comms {
+		b, err := os.ReadFile(f)
+		if err != nil || strings.TrimSpace(string(b)) != name {
+			continue // a thread that ended meanwhile, or another one
+		}
+		if tid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	return tids
 }
