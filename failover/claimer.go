@@ -68,6 +68,7 @@ type Claimer struct {
 
 	mu        sync.Mutex // serialises transitions
 	master    bool
+	quiet     bool // master, announcements stopped (Quiet)
 	vipsAdded time.Time
 	state     State
 	last      Transition
@@ -225,14 +226,28 @@ func (c *Claimer) becomeMasterLocked(ctx context.Context) error {
 		return err
 	}
 	err := c.vips.claim()
-	if c.master {
+	if c.master && !c.quiet {
 		c.ann.Reannounce()
 	} else {
 		c.vipsAdded = c.clock.Now()
 		c.ann.Start()
 	}
-	c.master = true
+	c.master, c.quiet = true, false
 	return err
+}
+
+// Quiet stops the announcements of a master that resigned and keeps its
+// VIPs until its successor has them (a make-before-break handover): a
+// gratuitous ARP or NA from here after the successor's would point
+// clients back at the director about to let go. The VIPs stay, and keep
+// answering; a later claim starts a new announcement series.
+func (c *Claimer) Quiet() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.master {
+		c.ann.Stop()
+		c.quiet = true
+	}
 }
 
 // BecomeBackup gives the VIPs up: it cancels every pending announcement
@@ -252,7 +267,7 @@ func (c *Claimer) releaseLocked(ctx context.Context) error {
 		return err
 	}
 	c.ann.Stop()
-	c.master = false
+	c.master, c.quiet = false, false
 	_, err := c.vips.release("VIP removed")
 	return err
 }
@@ -276,7 +291,7 @@ func (c *Claimer) Transition(ctx context.Context, t Transition) error {
 	}
 	var err error
 	switch {
-	case t.To == StateMaster && c.master:
+	case t.To == StateMaster && c.master && !c.quiet:
 		// Claimed already (the election's BeforeMaster hook): make sure
 		// the VIPs are there, without a second announcement series.
 		err = c.vips.claim()
