@@ -10,10 +10,11 @@ import (
 
 // A planned handover among vigil directors is make-before-break: the
 // outgoing master resigns (vrrp.Resign: a priority-0 advert, then
-// Backup) but keeps its VIPs, and goes on serving with them, until it
-// hears the new master's advert. The new master claims and announces the
-// VIPs before its first advert (BeforeMaster), so by then clients are
-// pointed at it; the old master lets go a short grace later. What a
+// Backup) but keeps its VIPs, and goes on serving with them (without
+// announcing them again), until it hears the new master's advert. The new
+// master claims and announces the VIPs before its first advert
+// (BeforeMaster), so by then clients are pointed at it; the old master
+// lets go a short grace later. What a
 // client sees is bounded by ARP/NA propagation, not by the Skew_Time the
 // new master waits before it takes over. Against a peer that is not a
 // vigil director of the site (keepalived on the same VRID), the RFC's
@@ -34,11 +35,14 @@ type linger struct {
 func lingerMax(advert time.Duration) time.Duration { return 2*advert + 250*time.Millisecond }
 
 // successorGrace is how long the old master keeps the VIPs after it has
-// heard the new master's first advert: the new master's first
-// announcement is sent by its announcer alongside that advert, and a
-// packet already on its way here must still find the VIP.
+// heard the new master's first advert. The new master sent its first
+// gratuitous ARP/NA before that advert (BeforeMaster announces
+// synchronously), so clients are already moving; the grace is for
+// packets already on their way here. It is short because two directors
+// holding a VIP both answer ARP requests, and the old one's answer could
+// win a client's cache just before it lets go.
 func successorGrace(advert time.Duration) time.Duration {
-	return min(max(advert, 20*time.Millisecond), 100*time.Millisecond)
+	return min(advert/2, 10*time.Millisecond)
 }
 
 // successorExpected says whether another vigil director of the site can
@@ -69,6 +73,7 @@ func (d *Daemon) startLinger(in *instance, ev vrrp.Event) {
 	in.claimMu.Lock()
 	defer in.claimMu.Unlock()
 	in.linger = linger{on: true, ev: ev, done: make(chan struct{})}
+	in.claim.Quiet() // no announcement may follow the successor's
 	in.lingering.Store(true)
 	in.applied.Add(1) // the election's transition is accounted for; the claimer follows later
 	max := lingerMax(in.cfg.AdvertInterval.Duration)

@@ -200,6 +200,15 @@ func (d *Daemon) awaitResync(ctx context.Context, in *instance) string {
 		delete(d.resync.waiters, id)
 		d.resync.mu.Unlock()
 	}()
+	// A new request id asks for a new send (the master answers a retry of
+	// the same id from its cache).
+	renew := func() {
+		d.resync.mu.Lock()
+		delete(d.resync.waiters, id)
+		id = rand.Uint64()
+		d.resync.waiters[id] = inbox
+		d.resync.mu.Unlock()
+	}
 	noMasterSince := time.Time{}
 	for time.Now().Before(deadline) {
 		known, master := d.peerMasters(in)
@@ -224,27 +233,34 @@ func (d *Daemon) awaitResync(ctx context.Context, in *instance) string {
 			if m.Error != "" {
 				return fmt.Sprintf("master %s could not send its table (%s); preempting without it", m.From, m.Error)
 			}
-			return d.awaitConns(in, m, start, deadline)
+			if res, ok := d.awaitConns(in, m, start); ok {
+				return res
+			}
+			// Some datagrams were lost (the kernel does not acknowledge
+			// them): ask again.
+			renew()
 		case <-time.After(300 * time.Millisecond):
 		case <-ctx.Done():
 			return "stopped"
 		}
 	}
-	return fmt.Sprintf("no answer from the master within %v; preempting without its connections", resyncWait)
+	return fmt.Sprintf("no complete resync from the master within %v; preempting without all its connections", resyncWait)
 }
 
-// awaitConns waits until the local table holds at least the connections
-// the master sent.
-func (d *Daemon) awaitConns(in *instance, m resyncMsg, start, deadline time.Time) string {
+// awaitConns waits up to a second until the local table holds at least
+// as many connections as the master sent.
+func (d *Daemon) awaitConns(in *instance, m resyncMsg, start time.Time) (string, bool) {
+	until := time.Now().Add(time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		n, err := d.resyncer.CountConns(ctx)
 		cancel()
 		if err == nil && n >= m.Sent {
-			return fmt.Sprintf("holds %d connections (master %s sent %d) after %v", n, m.From, m.Sent, time.Since(start).Round(time.Millisecond))
+			return fmt.Sprintf("holds %d connections (master %s sent %d) after %v", n, m.From, m.Sent, time.Since(start).Round(time.Millisecond)), true
 		}
-		if time.Now().After(deadline) {
-			return fmt.Sprintf("holds %d of the %d connections master %s sent after %v; preempting anyway", n, m.Sent, m.From, resyncWait)
+		if time.Now().After(until) {
+			d.log.Info("resync: fewer connections here than the master sent; asking again", "instance", in.cfg.Name, "here", n, "sent", m.Sent)
+			return "", false
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
