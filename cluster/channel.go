@@ -65,7 +65,15 @@ type peerRecord struct {
 	state    *stateRecord
 	lastSeen time.Time
 	rtt      time.Duration
+	bye      time.Time // when it said it was leaving (Leave)
 }
+
+// byeTopic carries the goodbye of Leave; a PeerLeave within byeValid of
+// it is Graceful.
+const (
+	byeTopic = "_bye"
+	byeValid = 30 * time.Second
+)
 
 type inbound struct {
 	from    Peer
@@ -227,6 +235,10 @@ func (c *Channel) Start(ctx context.Context) error {
 // once instead of after failure detection) and waits up to timeout for the
 // message to spread. Call Close afterwards.
 func (c *Channel) Leave(timeout time.Duration) error {
+	// memberlist's leave message does not tell the others it was one (its
+	// NotifyLeave looks the same as for a failed node): say it first, so
+	// that a planned stop is not reported as a failure.
+	_ = c.Broadcast(byeTopic, nil)
 	if err := c.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("leave cluster channel: %w", err)
 	}
@@ -375,7 +387,11 @@ func (c *Channel) logEvent(e Event) {
 	case PeerJoin:
 		c.log.Info("cluster peer joined", "peer", e.Peer.Name, "addr", e.Peer.Addr)
 	case PeerLeave:
-		c.log.Warn("cluster peer left or failed", "peer", e.Peer.Name, "addr", e.Peer.Addr)
+		if e.Graceful {
+			c.log.Info("cluster peer left", "peer", e.Peer.Name, "addr", e.Peer.Addr)
+		} else {
+			c.log.Warn("cluster peer failed: it stopped answering", "peer", e.Peer.Name, "addr", e.Peer.Addr)
+		}
 	case Drift:
 		c.log.Warn("config drift: peer runs a different site file", "peer", e.Peer.Name, "local_digest", e.LocalDigest, "peer_digest", e.PeerDigest)
 	case DriftCleared:
@@ -500,7 +516,11 @@ func (e *mlEvents) NotifyLeave(n *memberlist.Node) {
 	c.mu.Lock()
 	p := c.peerLocked(n.Name)
 	p.alive = false
-	evs := append([]Event{{Kind: PeerLeave, Time: c.clock.Now(), Peer: Peer{Name: n.Name, Addr: ap.Addr()}}}, c.evaluateLocked()...)
+	now := c.clock.Now()
+	graceful := !p.bye.IsZero() && now.Sub(p.bye) < byeValid
+	p.bye = time.Time{}
+	left := Event{Kind: PeerLeave, Time: now, Peer: Peer{Name: n.Name, Addr: ap.Addr()}, Graceful: graceful}
+	evs := append([]Event{left}, c.evaluateLocked()...)
 	c.mu.Unlock()
 	c.emit(evs...)
 }
@@ -579,6 +599,14 @@ func (d *mlDelegate) NotifyMsg(b []byte) {
 			return
 		}
 		c.received.Add(1)
+		if f.Topic == byeTopic {
+			c.mu.Lock()
+			if p := c.peers[f.From.Name]; p != nil {
+				p.bye = c.clock.Now()
+			}
+			c.mu.Unlock()
+			return
+		}
 		select {
 		case c.inbox <- inbound{from: f.From, topic: f.Topic, payload: append([]byte(nil), f.Payload...)}:
 		default:

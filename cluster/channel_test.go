@@ -44,7 +44,7 @@ func TestJoinStateAndLeave(t *testing.T) {
 	if err := b.Leave(2 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	a.events.waitFor(t, "PeerLeave vs2 on vs1", 10*time.Second, kindIs(PeerLeave, "vs2"))
+	a.events.waitFor(t, "graceful PeerLeave vs2 on vs1", 10*time.Second, func(e Event) bool { return kindIs(PeerLeave, "vs2")(e) && e.Graceful })
 	t.Logf("graceful leave seen after %v", time.Since(start).Round(time.Millisecond))
 	if p, _ := peerView(a, "vs2"); p.Alive || p.State.ConfigDigest != "d1" {
 		t.Fatalf("after leave, view of vs2 = %+v (want not alive, last state kept)", p)
@@ -55,7 +55,7 @@ func TestCrashDetected(t *testing.T) {
 	a, b := pair(t)
 	start := time.Now()
 	b.Close() // no Leave: like a crash
-	a.events.waitFor(t, "vs1 to detect the crash of vs2", 15*time.Second, kindIs(PeerLeave, "vs2"))
+	a.events.waitFor(t, "vs1 to detect the crash of vs2 (not a graceful leave)", 15*time.Second, func(e Event) bool { return kindIs(PeerLeave, "vs2")(e) && !e.Graceful })
 	t.Logf("crash detected after %v", time.Since(start).Round(time.Millisecond))
 }
 

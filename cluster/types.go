@@ -126,6 +126,9 @@ type Event struct {
 	Time time.Time
 	// Peer is the other director (PeerJoin, PeerLeave, Drift, DriftCleared).
 	Peer Peer
+	// Graceful is set for a PeerLeave the peer announced (a stop), as
+	// opposed to one that failed (stopped answering probes).
+	Graceful bool
 	// LocalDigest and PeerDigest are set for Drift and DriftCleared.
 	LocalDigest, PeerDigest string
 	// Instance and Masters are set for DualMaster and DualMasterCleared
