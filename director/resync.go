@@ -22,6 +22,10 @@ import (
 // resyncTopic carries resync requests and answers on the cluster channel.
 const resyncTopic = "resync"
 
+// resyncHold names the preemption hold of a director waiting for the
+// master's connections.
+const resyncHold = "resync"
+
 // resyncWait bounds how long a returning director holds back from taking
 // the VIP: a master that never answers (not a vigil director, sync off
 // there, a partition) must not keep the better director out for long.
@@ -53,6 +57,13 @@ type resyncState struct {
 	waiters map[uint64]chan resyncMsg // request id -> the requester's inbox
 	served  map[uint64]resyncMsg      // answers already sent, by request id (retries get the same)
 	last    map[string]string         // instance -> last result, for status
+}
+
+// lastOf says how the last wait for instance's connections ended.
+func (r *resyncState) lastOf(instance string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last[instance]
 }
 
 func (r *resyncState) init() {
@@ -175,10 +186,10 @@ func (d *Daemon) holdForResync(ctx context.Context, in *instance, why string) {
 	if d.resyncer == nil || d.ch == nil {
 		return
 	}
-	in.vrrp.SetPreemptHold("resync", true)
+	in.vrrp.SetPreemptHold(resyncHold, true)
 	go func() {
 		res := d.awaitResync(ctx, in)
-		in.vrrp.SetPreemptHold("resync", false)
+		in.vrrp.SetPreemptHold(resyncHold, false)
 		d.resync.mu.Lock()
 		d.resync.last[in.cfg.Name] = res
 		d.resync.mu.Unlock()

@@ -3,6 +3,7 @@ package director
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -178,10 +179,21 @@ func (s Status) WriteText(w io.Writer, now time.Time) {
 		if in.HandoverHeld {
 			state += " (handover)"
 		}
+		if in.Lingering {
+			state += " (resigned, VIPs kept until the new master is heard)"
+		}
+		if slices.Contains(in.PreemptHolds, "resync") {
+			state += fmt.Sprintf(" (waiting up to %v for the master's connections)", in.ResyncWait)
+		}
 		fmt.Fprintf(tw, "  %s\t%d\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.VRID, state, in.Priority,
 			in.Interval, dash(in.MasterAddr), held, since(in.Since, now), dash(in.Reason))
 	}
 	tw.Flush()
+	for _, in := range s.Instances {
+		if in.Resync != "" {
+			fmt.Fprintf(w, "  %s: last resync: %s\n", in.Name, in.Resync)
+		}
+	}
 	if len(s.VirtualServers) > 0 {
 		fmt.Fprintln(w, "\nVIRTUAL SERVERS (IPVS beside health)")
 		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)

@@ -92,12 +92,14 @@ func countOpenFDs() int {
 // instance: its config, the election's and the claimer's status, and
 // what the daemon keeps beside them.
 type instanceRun struct {
-	cfg      *config.Instance
-	election vrrp.Status
-	claim    failover.ClaimStatus
-	held     bool   // a handover holds it out of the election
-	reason   string // of its last transition
-	repairs  uint64 // guard repairs
+	cfg       *config.Instance
+	election  vrrp.Status
+	claim     failover.ClaimStatus
+	held      bool   // a handover holds it out of the election
+	reason    string // of its last transition
+	repairs   uint64 // guard repairs
+	lingering bool   // resigned, VIPs kept until the successor is heard
+	resync    string // how the last wait for the master's connections ended
 }
 
 // runningInstance is a running instance with the fields d.mu guards.
@@ -106,6 +108,7 @@ type runningInstance struct {
 	in     *instance
 	held   bool
 	reason string
+	resync string
 }
 
 // runningInstances lists the running instances in site order; called
@@ -115,7 +118,7 @@ func (d *Daemon) runningInstances(site *config.Site) []runningInstance {
 	for i := range site.Instances {
 		cfg := &site.Instances[i]
 		if in, ok := d.instances[cfg.Name]; ok {
-			out = append(out, runningInstance{cfg: cfg, in: in, held: in.held, reason: in.last.Reason})
+			out = append(out, runningInstance{cfg: cfg, in: in, held: in.held, reason: in.last.Reason, resync: d.resync.lastOf(cfg.Name)})
 		}
 	}
 	return out
@@ -125,7 +128,7 @@ func (d *Daemon) runningInstances(site *config.Site) []runningInstance {
 // d.mu, which their events take.
 func (r runningInstance) read() instanceRun {
 	return instanceRun{cfg: r.cfg, election: r.in.vrrp.Status(), claim: r.in.claim.Status(),
-		held: r.held, reason: r.reason, repairs: r.in.repairs.Load()}
+		held: r.held, reason: r.reason, repairs: r.in.repairs.Load(), lingering: r.in.lingering.Load(), resync: r.resync}
 }
 
 // instancesStatus is the instances section.
@@ -147,6 +150,10 @@ func instanceStatus(r instanceRun) InstanceStatus {
 		Transitions: vs.Counters.Transitions, FirstGARP: cs.Announce.FirstSent, GARPSent: cs.Announce.Sent,
 		HandoverHeld:   r.held,
 		AnswersSkipped: vs.Counters.AnswersSkipped, Repairs: r.repairs, VIPsEvicted: cs.Evicted,
+		PreemptHolds: vs.PreemptHolds, Resync: r.resync, Lingering: r.lingering,
+	}
+	if slices.Contains(vs.PreemptHolds, resyncHold) {
+		is.ResyncWait = resyncWait
 	}
 	if vs.MasterAddr.IsValid() {
 		is.MasterAddr = vs.MasterAddr.String()
