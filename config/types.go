@@ -27,6 +27,10 @@ type Settings struct {
 	IPVSOnStop        string   `toml:"ipvs_on_stop"`       // "remove" (default) or "keep"
 	ReconcileInterval Duration `toml:"reconcile_interval"` // default 5s
 	Nice              int      `toml:"nice"`               // scheduling niceness of the daemon, -20..19; 0 = unchanged
+	// PacerRTPriority runs the advert pacer's thread (adverts below 1 s)
+	// in the SCHED_RR real-time class at this priority, 1..99; 0 = off.
+	// Left out of the digest when 0, like pprof.
+	PacerRTPriority int `toml:"pacer_rt_priority" json:",omitzero"`
 
 	// Pprof also serves /debug/pprof/ on metrics_address; default false.
 	// Left out of the digest when false, so a site without the key keeps

@@ -262,6 +262,7 @@ func (v *validator) settings() {
 	v.enum(p.child("ipvs_on_stop"), s.IPVSOnStop, []string{"remove", "keep"})
 	v.durRange(p.child("reconcile_interval"), s.ReconcileInterval, 100*time.Millisecond, time.Hour)
 	v.intRange(p.child("nice"), s.Nice, -20, 19)
+	v.intRange(p.child("pacer_rt_priority"), s.PacerRTPriority, 0, 99)
 }
 
 func (v *validator) directors() {

@@ -101,6 +101,11 @@ func (d *Daemon) buildInstance(ctx context.Context, cfg *config.Instance) (*inst
 		if cfg.Unicast {
 			rc.Peers = d.site.UnicastPeers(cfg, me)
 		}
+		if cfg.AdvertInterval.Duration < time.Second {
+			// Only sub-second adverts are paced; a 1 s instance needs no
+			// real-time thread (nor a build with the pacer).
+			rc.PacerRTPriority = d.site.Settings.PacerRTPriority
+		}
 		t, err := vrrp.NewRawTransport(rc)
 		if err != nil {
 			return nil, fmt.Errorf("instance %s: VRRP socket on %s: %w", cfg.Name, rc.Interface, err)
