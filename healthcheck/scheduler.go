@@ -113,9 +113,9 @@ type Scheduler struct {
 	// newEngine makes the run loop's engine (tests make it fail).
 	newEngine func(clock.Clock) (*engine, error)
 
-	// testIdle, when set by a test, receives the next due time whenever
-	// the run loop is idle (nothing in flight, no change queued): tests
-	// step the fake clock event by event.
+	// testIdle, when set by a test, receives the next due time once per
+	// idle moment of the run loop (nothing in flight, every change read):
+	// tests step the fake clock event by event.
 	testIdle chan time.Time
 }
 
