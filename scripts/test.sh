@@ -3,7 +3,8 @@
 #   unit   go vet + go test ./... (no privileges needed)
 #   netns  TestNetns* as root in network namespaces on this kernel
 #   cgo    the daemon's netns tests again with vigil built as make build
-#          ships it (cgo: the advert pacer); the netns tier builds pure Go
+#          ships it (cgo: the advert pacer); the netns tier builds pure Go;
+#          then vrrp's and the pacer's netns tests built without cgo
 #   vm     TestVM* as root in a QEMU guest with Debian's kernel (real IPVS)
 #   fuzz   each fuzz target for a short time
 # Environment: TIERS="unit netns vm fuzz" (default all), FUZZTIME=10s,
@@ -49,7 +50,10 @@ for tier in $TIERS; do
       run_tier unit ./... ;;
     netns) run_tier netns -p 1 -timeout 20m -run '^TestNetns' ./... ;;
     cgo)   TIER_OF=netns VIGIL_TEST_CGO=1 run_tier cgo -p 1 -timeout 10m \
-             -run '^TestNetns(DirectorVIPOnly|Drill|ReloadRestartsElectionOnce|SpoofedPriorityZero|BrokenSiteStillRemovesStaleVIPs|MetricsFloodTakeover)$' ./director/ ;;
+             -run '^TestNetns(DirectorVIPOnly|Drill|ReloadRestartsElectionOnce|SpoofedPriorityZero|BrokenSiteStillRemovesStaleVIPs|MetricsFloodTakeover|HandoverMakeBeforeBreak|PacerRTPriority)$' ./director/
+           # and the election's own tests the other way round: the netns
+           # tier compiles them with cgo (the default), this without.
+           CGO_ENABLED=0 TIER_OF=netns run_tier purego -p 1 -timeout 10m -run '^TestNetns' ./vrrp/ ./internal/pacer/ ;;
     vm)    run_tier vm -p 1 -timeout 30m -run '^TestVM' ./... ;;
     fuzz)
       start=$SECONDS; fz=0; fzfail=0
@@ -85,10 +89,10 @@ done
 echo
 echo "=== tier summary (logs in $logdir)"
 tp=0; tf=0; ts=0
-for k in vet unit netns cgo vm fuzz; do
+for k in vet unit netns cgo purego vm fuzz; do
   [ -n "${result[$k]:-}" ] && printf '  %-6s %s\n' "$k" "${result[$k]}"
 done
-for k in unit netns cgo vm; do
+for k in unit netns cgo purego vm; do
   [ -f "$logdir/$k.log" ] || continue
   read -r p f s < <(count "$logdir/$k.log"); tp=$((tp+p)); tf=$((tf+f)); ts=$((ts+s))
 done
