@@ -37,6 +37,10 @@ func (f sessionFigures) allAlive() bool {
 		f.http == vmKeepAlive && f.https == vmKeepAlive
 }
 
+// transitionsRE finds what sessions.sh says the directors did during an
+// event: more transitions than the event asked for mean a starved guest.
+var transitionsRE = regexp.MustCompile(`(?m)^event (\S+): transitions: (.*)$`)
+
 var sessionLineRE = regexp.MustCompile(`(?m)^event (\S+): (sessions: (\d+)/(\d+) line \((\d+)/(\d+) idle\) alive, (\d+)/(\d+) http keep-alive alive.*)$`)
 
 // sessionEventLines reads the event lines (sessions-check's summaries) from
@@ -112,6 +116,10 @@ func TestVMSessionsSurvive(t *testing.T) {
 	}
 	t.Logf("guest ran the scenario in %v, exit %d", res.Duration.Round(time.Second), res.ExitCode)
 	got := sessionEventLines(res.Output)
+	trans := map[string]string{}
+	for _, m := range transitionsRE.FindAllStringSubmatch(res.Output, -1) {
+		trans[m[1]] = m[2]
+	}
 	var lost []string
 	for _, ev := range vmSessionEvents {
 		f, ok := got[ev]
@@ -119,9 +127,9 @@ func TestVMSessionsSurvive(t *testing.T) {
 		case !ok:
 			lost = append(lost, ev+": no event line (the scenario stopped before it)")
 		case !f.allAlive():
-			lost = append(lost, ev+": "+f.text)
+			lost = append(lost, ev+": "+f.text+"\n    transitions: "+trans[ev])
 		default:
-			t.Logf("%-22s %s", ev, f.text)
+			t.Logf("%-22s %s\n    transitions: %s", ev, f.text, trans[ev])
 		}
 	}
 	if len(lost) > 0 {

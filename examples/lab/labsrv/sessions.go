@@ -272,12 +272,56 @@ type poolConfig struct {
 	Dial       time.Duration // connect + first exchange timeout
 }
 
+// stallMeter measures how late the client's own timer wakes it. A client
+// that is not scheduled (an emulated guest on a busy machine) sees gaps
+// that no director caused; the check reports this beside the gaps.
+type stallMeter struct {
+	every time.Duration
+	mu    sync.Mutex
+	last  time.Time
+	worst time.Duration
+}
+
+// observe notes a wake-up at t.
+func (m *stallMeter) observe(t time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.last.IsZero() {
+		m.worst = max(m.worst, t.Sub(m.last)-m.every)
+	}
+	m.last = t
+}
+
+// take returns the worst lateness since the previous call.
+func (m *stallMeter) take() time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.worst
+	m.worst = 0
+	return w
+}
+
+func (m *stallMeter) run(ctx context.Context) {
+	t := time.NewTicker(m.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.observe(time.Now())
+		}
+	}
+}
+
 // pool holds the sessions and answers checks.
 type pool struct {
-	cfg  poolConfig
-	ctx  context.Context
-	wg   sync.WaitGroup
-	ckMu sync.Mutex // one check at a time
+	cfg    poolConfig
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	ckMu   sync.Mutex // one check at a time
+	stall  *stallMeter
 
 	mu       sync.Mutex
 	sessions []*session
@@ -289,7 +333,10 @@ func newPool(ctx context.Context, cfg poolConfig) (*pool, error) {
 	if cfg.Idle > cfg.Lines {
 		return nil, fmt.Errorf("sessions: %d idle of %d line sessions", cfg.Idle, cfg.Lines)
 	}
-	p := &pool{cfg: cfg, ctx: ctx, gen: map[string]int{}}
+	ctx, cancel := context.WithCancel(ctx)
+	p := &pool{cfg: cfg, ctx: ctx, cancel: cancel, gen: map[string]int{}, stall: &stallMeter{every: 50 * time.Millisecond}}
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); p.stall.run(ctx) }()
 	var slots []*session
 	for i := range cfg.Lines {
 		k := kindActive
@@ -326,6 +373,7 @@ func (p *pool) start(s *session) error {
 
 // close ends every session and waits for them.
 func (p *pool) close() {
+	p.cancel()
 	p.mu.Lock()
 	for _, s := range p.sessions {
 		_ = s.c.Close()
@@ -352,6 +400,7 @@ type checkReport struct {
 	Resets            int
 	LongestGap        time.Duration // among active sessions, since the previous check
 	GapSession        string        // which one, and via which server
+	ClientStall       time.Duration // the client's own worst scheduling delay since the previous check
 	Lost              []lostSession
 	Renewed           int      // lost sessions replaced by new ones after the check
 	RenewErrors       []string // replacements that could not be opened
@@ -369,6 +418,7 @@ func (r checkReport) String() string {
 	if r.GapSession != "" {
 		fmt.Fprintf(&b, " (%s)", r.GapSession)
 	}
+	fmt.Fprintf(&b, ", client stalled up to %d ms", r.ClientStall.Milliseconds())
 	for _, l := range r.Lost {
 		fmt.Fprintf(&b, "\n  lost %s (%s) via %s: %s: %s", l.ID, l.Kind, l.Server, l.How, l.Error)
 	}
@@ -427,7 +477,7 @@ func (p *pool) check(bound, settle time.Duration, renew bool) checkReport {
 	wg.Wait()
 
 	now := time.Now()
-	var r checkReport
+	r := checkReport{ClientStall: p.stall.take()}
 	var keep, lost []*session
 	for _, s := range ss {
 		if g := s.takeGap(now); g > r.LongestGap {

@@ -357,6 +357,21 @@ func TestSessionGap(t *testing.T) {
 	}
 }
 
+func TestStallMeter(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	m := &stallMeter{every: 50 * time.Millisecond}
+	for _, ms := range []int{0, 50, 101, 150, 1350, 1400} {
+		m.observe(t0.Add(time.Duration(ms) * time.Millisecond))
+	}
+	if got := m.take(); got != 1150*time.Millisecond {
+		t.Errorf("worst lateness %v, want 1.15s (a wake-up 1.2 s after the previous one, every 50 ms)", got)
+	}
+	m.observe(t0.Add(1460 * time.Millisecond))
+	if got := m.take(); got != 10*time.Millisecond {
+		t.Errorf("after take: %v, want 10ms", got)
+	}
+}
+
 func TestClassify(t *testing.T) {
 	timeout := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
 	tests := []struct {
