@@ -98,7 +98,13 @@ func (p *pipeline) programs() bool { return p.rec != nil }
 // ctx ends, then returns once all of that has stopped.
 func (p *pipeline) run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = p.checks.Run(ctx) })
+	wg.Go(func() {
+		// Run returns an error only when its event loop fails (epoll): the
+		// checks have stopped, and health freezes where it was.
+		if err := p.checks.Run(ctx); err != nil && ctx.Err() == nil {
+			p.log.Error("health checks stopped; real servers keep their last state", "error", err)
+		}
+	})
 	wg.Go(func() { p.followChecks(ctx) })
 	if p.rec != nil {
 		wg.Go(func() { p.reconcileLoop(ctx) })
