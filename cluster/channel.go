@@ -348,13 +348,13 @@ func (c *Channel) joinMissing() {
 		case classify(err.Error()) == rejectAuth:
 			c.authFailures.Add(1)
 			if missed == 1 || missed%12 == 0 {
-				c.log.Warn("cluster peer refused: authentication failed (its cluster key differs, or one side is insecure)", "peer", p, "err", err)
+				c.log.Warn("cluster peer refused: authentication failed (its cluster key differs, or one side is insecure)", "peer", p, "error", err)
 			}
 		case missed == 3:
 			// Not at once: the peer may simply start a little later.
-			c.log.Warn("cluster peer unreachable; will keep trying", "peer", p, "every", c.timings.RejoinInterval, "err", err)
+			c.log.Warn("cluster peer unreachable; will keep trying", "peer", p, "every", c.timings.RejoinInterval, "error", err)
 		default:
-			c.log.Debug("join cluster peer failed", "peer", p, "err", err)
+			c.log.Debug("join cluster peer failed", "peer", p, "error", err)
 		}
 	}
 }
@@ -574,7 +574,7 @@ func (d *mlDelegate) NotifyMsg(b []byte) {
 	var f frame
 	if err := f.UnmarshalBinary(b); err != nil {
 		c.malformed.Add(1)
-		c.log.Debug("dropped malformed cluster message", "err", err)
+		c.log.Debug("dropped malformed cluster message", "error", err)
 		return
 	}
 	if f.From.Name == c.cfg.NodeName {
@@ -631,7 +631,7 @@ func (d *mlDelegate) LocalState(bool) []byte {
 	c.mu.Unlock()
 	b, err := encodeStateFrame(c.self, recs)
 	if err != nil {
-		c.log.Error("encode cluster state", "err", err)
+		c.log.Error("encode cluster state", "error", err)
 		return nil
 	}
 	return b
@@ -642,7 +642,7 @@ func (d *mlDelegate) MergeRemoteState(b []byte, _ bool) {
 	var f frame
 	if err := f.UnmarshalBinary(b); err != nil || f.Kind != kindState {
 		c.malformed.Add(1)
-		c.log.Debug("dropped malformed cluster state", "err", err)
+		c.log.Debug("dropped malformed cluster state", "error", err)
 		return
 	}
 	c.mergeStateFrame(f)

@@ -67,7 +67,7 @@ func (c *Channel) mergeStateFrame(f frame) {
 	recs, err := decodeStateRecords(f.Payload)
 	if err != nil {
 		c.malformed.Add(1)
-		c.log.Debug("dropped malformed cluster state", "from", f.From.Name, "err", err)
+		c.log.Debug("dropped malformed cluster state", "from", f.From.Name, "error", err)
 		return
 	}
 	now := c.clock.Now()
@@ -230,7 +230,7 @@ func (c *Channel) pushLoop() {
 		c.mu.Unlock()
 		b, err := encodeStateFrame(c.self, []stateRecord{rec})
 		if err != nil {
-			c.log.Error("encode cluster state", "err", err)
+			c.log.Error("encode cluster state", "error", err)
 			continue
 		}
 		var wg sync.WaitGroup
@@ -252,7 +252,7 @@ func (c *Channel) pushLoop() {
 		failedAny := false
 		failed.Range(func(k, v any) bool {
 			failedAny = true
-			c.log.Debug("push cluster state failed; will retry", "peer", k, "err", v)
+			c.log.Debug("push cluster state failed; will retry", "peer", k, "error", v)
 			return true
 		})
 		if failedAny {

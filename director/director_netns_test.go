@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -290,8 +291,8 @@ func TestNetnsDirectorVIPOnly(t *testing.T) {
 }
 
 // checkLogKeys fails on a log line that names one attribute twice (the
-// daemon and a package both adding node= or instance=): operators grep
-// and parse these lines.
+// daemon and a package both adding node= or instance=), or that names an
+// error err= instead of error=: operators grep and parse these lines.
 func checkLogKeys(t *testing.T, ds ...*daemon) {
 	t.Helper()
 	for _, d := range ds {
@@ -303,15 +304,30 @@ func checkLogKeys(t *testing.T, ds ...*daemon) {
 			if k := repeatedKeys(line); len(k) > 0 {
 				t.Errorf("%s logged %v twice: %s", d.name, k, line)
 			}
+			if slices.Contains(logKeys(line), "err") {
+				t.Errorf("%s logged an error as err=, want error=: %s", d.name, line)
+			}
 		}
 	}
 }
 
 // repeatedKeys returns the keys that occur more than once in one logfmt
-// line, skipping quoted values.
+// line.
 func repeatedKeys(line string) []string {
 	seen := map[string]int{}
 	var rep []string
+	for _, key := range logKeys(line) {
+		if seen[key]++; seen[key] == 2 {
+			rep = append(rep, key)
+		}
+	}
+	return rep
+}
+
+// logKeys returns the keys of one logfmt line in order, skipping quoted
+// values.
+func logKeys(line string) []string {
+	var keys []string
 	for i := 0; i < len(line); {
 		j := strings.IndexAny(line[i:], "= ")
 		if j < 0 {
@@ -321,10 +337,7 @@ func repeatedKeys(line string) []string {
 			i += j + 1
 			continue
 		}
-		key := line[i : i+j]
-		if seen[key]++; seen[key] == 2 {
-			rep = append(rep, key)
-		}
+		keys = append(keys, line[i:i+j])
 		i += j + 1
 		if i < len(line) && line[i] == '"' {
 			// Skip the quoted value, honouring backslash escapes.
@@ -340,7 +353,7 @@ func repeatedKeys(line string) []string {
 			break
 		}
 	}
-	return rep
+	return keys
 }
 
 func TestRepeatedKeys(t *testing.T) {
@@ -356,6 +369,22 @@ func TestRepeatedKeys(t *testing.T) {
 	} {
 		if got := fmt.Sprint(repeatedKeys(c.line)); got != c.want {
 			t.Errorf("repeatedKeys(%q) = %s, want %s", c.line, got, c.want)
+		}
+	}
+}
+
+func TestLogKeys(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		want string
+	}{
+		{`time=x level=WARN msg="send advert" err="no route" node=a`, "[time level msg err node]"},
+		{`time=x msg="err=1 inside a message" error=boom`, "[time msg error]"},
+		{`time=x msg="a \"quoted\" err=b" node=a`, "[time msg node]"},
+		{``, "[]"},
+	} {
+		if got := fmt.Sprint(logKeys(c.line)); got != c.want {
+			t.Errorf("logKeys(%q) = %s, want %s", c.line, got, c.want)
 		}
 	}
 }

@@ -178,7 +178,7 @@ func (a *Announcer) prepareLocked() {
 	}
 	for _, v := range a.targets {
 		if err := p.prepare(v.Interface, v.Prefix.Addr()); err != nil {
-			a.log.Warn("announcement socket not opened ahead; trying again at takeover", "vip", v.String(), "err", err)
+			a.log.Warn("announcement socket not opened ahead; trying again at takeover", "vip", v.String(), "error", err)
 		}
 	}
 }
@@ -379,7 +379,7 @@ func (a *Announcer) sendLocked() {
 		if err != nil {
 			a.stats.Errors++
 			a.stats.LastError = err.Error()
-			a.log.Warn("cannot announce VIP", "vip", v.String(), "err", err)
+			a.log.Warn("cannot announce VIP", "vip", v.String(), "error", err)
 		}
 	}
 }

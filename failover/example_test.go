@@ -28,11 +28,11 @@ func ExampleClaimer() {
 		NotifyTimeout: 10 * time.Second,
 	})
 	if err != nil {
-		slog.Error("instance www", "err", err)
+		slog.Error("instance www", "error", err)
 		return
 	}
 	if _, err := c.RemoveStale(ctx); err != nil {
-		slog.Error("stale VIPs", "err", err)
+		slog.Error("stale VIPs", "error", err)
 	}
 
 	// From the election's events:

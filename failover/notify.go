@@ -352,7 +352,7 @@ func (n *Notifier) run(c NotifyCommand, t Transition, timeout time.Duration) {
 	}
 	n.stats.LastError = err.Error()
 	n.mu.Unlock()
-	n.log.Error("notify command failed", "instance", t.Instance, "state", string(t.To), "cmd", c.Argv[0], "took", took, "err", err)
+	n.log.Error("notify command failed", "instance", t.Instance, "state", string(t.To), "cmd", c.Argv[0], "took", took, "error", err)
 }
 
 func joinPrefixes(ps []netip.Prefix) string {

@@ -126,7 +126,7 @@ func (s *vipSet) claim() error {
 		added, err := s.addLocked(i, links)
 		if err != nil {
 			errs = append(errs, err)
-			s.log.Error("cannot add VIP", "vip", v.String(), "err", err)
+			s.log.Error("cannot add VIP", "vip", v.String(), "error", err)
 		} else if added {
 			s.log.Info("VIP added", "vip", v.String())
 		}
@@ -223,7 +223,7 @@ func (s *vipSet) removeLocked(vips []VIP, why string) ([]VIP, error) {
 				case errors.Is(err, unix.EADDRNOTAVAIL):
 				case err != nil:
 					errs = append(errs, fmt.Errorf("remove VIP %s: %w", v, err))
-					s.log.Error("cannot remove VIP", "vip", v.String(), "err", err)
+					s.log.Error("cannot remove VIP", "vip", v.String(), "error", err)
 				default:
 					removed = append(removed, v)
 					s.log.Info(why, "vip", v.String())
@@ -262,7 +262,7 @@ func (s *vipSet) replace(vips []VIP) (bool, error) {
 		added, err := s.addLocked(i, links)
 		if err != nil {
 			errs = append(errs, err)
-			s.log.Error("cannot add VIP", "vip", v.String(), "err", err)
+			s.log.Error("cannot add VIP", "vip", v.String(), "error", err)
 		} else if added {
 			s.log.Info("VIP added", "vip", v.String())
 		}
@@ -338,7 +338,7 @@ func (s *vipSet) evictLocked(vips []VIP) {
 	removed, err := s.removeLocked(vips, "VIP present while not master; removed it")
 	s.evicted += uint64(len(removed))
 	if err != nil {
-		s.log.Error("VIP present while not master and cannot be removed", "err", err)
+		s.log.Error("VIP present while not master and cannot be removed", "error", err)
 	}
 }
 
@@ -347,7 +347,7 @@ func (s *vipSet) restoreLocked(i int, links map[string]netlink.Link) {
 	added, err := s.addLocked(i, links)
 	switch {
 	case err != nil:
-		s.log.Error("VIP missing while master and cannot be put back", "vip", v.String(), "err", err)
+		s.log.Error("VIP missing while master and cannot be put back", "vip", v.String(), "error", err)
 	case added:
 		s.restored++
 		s.log.Warn("VIP was removed by someone else while master; put it back", "vip", v.String())

@@ -29,7 +29,7 @@ func (s *vipSet) watch(ctx context.Context, ns *netns.NsHandle, resync time.Dura
 			},
 		}
 		if err := netlink.AddrSubscribeWithOptions(ch, done, opts); err != nil {
-			s.log.Error("cannot watch addresses; retrying", "err", err)
+			s.log.Error("cannot watch addresses; retrying", "error", err)
 			if !sleepCtx(ctx, backoff) {
 				return
 			}
@@ -59,7 +59,7 @@ func (s *vipSet) follow(ctx context.Context, ch <-chan netlink.AddrUpdate, faile
 			}
 			s.changed(u)
 		case err := <-failed:
-			s.log.Warn("address watch broke; resubscribing", "err", err)
+			s.log.Warn("address watch broke; resubscribing", "error", err)
 			return
 		case <-tick.C:
 			s.resync()

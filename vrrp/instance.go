@@ -635,7 +635,7 @@ func (in *Instance) apply(fx *effects) error {
 		}
 		in.mu.Unlock()
 		if err != nil {
-			in.log.Warn("send advert", "err", err)
+			in.log.Warn("send advert", "error", err)
 			errs = append(errs, fmt.Errorf("send advert of %s: %w", in.cfg.Name, err))
 		}
 	}
@@ -978,7 +978,7 @@ func (in *Instance) renewTimer(fx *effects) {
 	if in.state == Master && in.paced {
 		ps := in.pc.PacedStats()
 		if ps.Errors > in.pacedErrors {
-			in.log.Warn("send advert", "failed", ps.Errors-in.pacedErrors, "err", syscall.Errno(ps.LastErrno))
+			in.log.Warn("send advert", "failed", ps.Errors-in.pacedErrors, "error", syscall.Errno(ps.LastErrno))
 			in.pacedErrors = ps.Errors
 		}
 		if in.pc.Renew(paceLease(in.cfg.Interval)) {

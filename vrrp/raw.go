@@ -296,7 +296,7 @@ func (t *RawTransport) readLoop() {
 			if errors.Is(err, syscall.ENOPROTOOPT) || errors.Is(err, syscall.EPROTO) || errors.Is(err, syscall.ECONNREFUSED) {
 				continue
 			}
-			t.log.Warn("vrrp read", "err", err)
+			t.log.Warn("vrrp read", "error", err)
 			continue
 		}
 		ia, ok := src.(*net.IPAddr)

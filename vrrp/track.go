@@ -52,7 +52,7 @@ func WatchInterfaces(ctx context.Context, ns netns.NsHandle, tracks []InterfaceT
 	}
 	ch := make(chan netlink.LinkUpdate, 64)
 	done := make(chan struct{})
-	opts := netlink.LinkSubscribeOptions{ErrorCallback: func(err error) { log.Warn("link updates", "err", err) }}
+	opts := netlink.LinkSubscribeOptions{ErrorCallback: func(err error) { log.Warn("link updates", "error", err) }}
 	if ns.IsOpen() {
 		opts.Namespace = &ns
 	}
@@ -178,7 +178,7 @@ func runScript(ctx context.Context, st ScriptTrack, check func(context.Context) 
 			return nil
 		}
 		if changed := h.observe(err == nil); changed {
-			log.Info("tracked script", "script", st.Name, "up", h.up, "err", err)
+			log.Info("tracked script", "script", st.Name, "up", h.up, "error", err)
 			applyTrack(name, st.Weight, h.up, targets)
 		}
 		select {
