@@ -12,6 +12,7 @@ import (
 
 	"github.com/vigil-lb/vigil/config"
 	"github.com/vigil-lb/vigil/failover"
+	"github.com/vigil-lb/vigil/internal/clock"
 	"github.com/vigil-lb/vigil/vrrp"
 )
 
@@ -142,7 +143,7 @@ func (d *Daemon) buildInstance(ctx context.Context, cfg *config.Instance) (*inst
 	}
 	in.basePrio = vc.Priority
 	in.beforeStop = func(ctx context.Context) { d.handOffBeforeStop(ctx, in) }
-	vi, err := vrrp.NewInstance(vc, tr, vrrp.SystemClock(), func(ev vrrp.Event) { in.events <- ev })
+	vi, err := vrrp.NewInstance(vc, tr, clock.System(), func(ev vrrp.Event) { in.events <- ev })
 	if err != nil {
 		claim.Close(ctx)
 		tr.Close()

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 // DefaultInterval spaces announcement rounds: just over Linux's 1 s
@@ -88,7 +90,7 @@ type AnnouncerConfig struct {
 	Netns *netns.NsHandle
 	// Logger, nil: slog.Default(). Clock, nil: the system clock.
 	Logger *slog.Logger
-	Clock  Clock
+	Clock  clock.Clock
 }
 
 // sender puts announcement packets on the wire. The real one is
@@ -115,7 +117,7 @@ type preparer interface {
 type Announcer struct {
 	cfg     AnnounceConfig
 	targets []VIP
-	clock   Clock
+	clock   clock.Clock
 	log     *slog.Logger
 	send    sender
 
@@ -124,8 +126,8 @@ type Announcer struct {
 	left         int    // rounds left in the current series
 	roundGen     uint64 // identifies the one timer allowed to run a series round
 	refreshGen   uint64 // same for the refresh timer
-	roundTimer   Timer
-	refreshTimer Timer
+	roundTimer   clock.Timer
+	refreshTimer clock.Timer
 	lastRound    time.Time
 	stats        AnnounceStats
 }
@@ -156,7 +158,7 @@ func newAnnouncer(cfg AnnouncerConfig, s sender) *Announcer {
 		send:    s,
 	}
 	if a.clock == nil {
-		a.clock = SystemClock{}
+		a.clock = clock.System()
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -296,7 +298,7 @@ func (a *Announcer) stopLocked() bool {
 	a.left = 0
 	a.roundGen++
 	a.refreshGen++
-	for _, t := range []Timer{a.roundTimer, a.refreshTimer} {
+	for _, t := range []clock.Timer{a.roundTimer, a.refreshTimer} {
 		if t != nil {
 			t.Stop()
 		}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 var (
@@ -174,7 +176,7 @@ type capturingClock struct {
 	fns *[]func()
 }
 
-func (c *capturingClock) AfterFunc(d time.Duration, f func()) Timer {
+func (c *capturingClock) AfterFunc(d time.Duration, f func()) clock.Timer {
 	*c.fns = append(*c.fns, f)
 	return c.fakeClock.AfterFunc(d, f)
 }
@@ -231,7 +233,7 @@ func TestAnnounceRouterFlag(t *testing.T) {
 // With the system clock and a short interval, Stop racing the timers
 // never lets a round out after it returns (run with -race).
 func TestAnnounceStopRace(t *testing.T) {
-	rec := &recSender{clock: SystemClock{}}
+	rec := &recSender{clock: clock.System()}
 	a := newAnnouncer(AnnouncerConfig{AnnounceConfig: AnnounceConfig{Repeat: 1000, Interval: 10 * time.Millisecond, Refresh: 100 * time.Millisecond},
 		VIPs: []VIP{vip4}, Logger: quietLog()}, rec)
 	var wg sync.WaitGroup

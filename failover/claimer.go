@@ -13,6 +13,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/vigil-lb/vigil/internal/clock"
 )
 
 // ClaimerConfig describes one instance's VIPs and what to do on its
@@ -30,7 +32,7 @@ type ClaimerConfig struct {
 	// besides following deletions; 0: 10 s.
 	Resync time.Duration
 	Logger *slog.Logger // nil: slog.Default()
-	Clock  Clock        // nil: the system clock
+	Clock  clock.Clock  // nil: the system clock
 }
 
 // ClaimStatus is a Claimer's view for `vigil status`.
@@ -58,7 +60,7 @@ type ClaimStatus struct {
 type Claimer struct {
 	cfg      ClaimerConfig
 	log      *slog.Logger
-	clock    Clock
+	clock    clock.Clock
 	h        *netlink.Handle
 	vips     *vipSet
 	ann      *Announcer
@@ -98,9 +100,9 @@ func NewClaimer(cfg ClaimerConfig) (*Claimer, error) {
 	// The notifier names the instance on each line itself.
 	notifyLog := log
 	log = log.With("instance", cfg.Instance)
-	clock := cfg.Clock
-	if clock == nil {
-		clock = SystemClock{}
+	clk := cfg.Clock
+	if clk == nil {
+		clk = clock.System()
 	}
 	notifier, err := NewNotifier(NotifyConfig{Commands: cfg.Notify, Timeout: cfg.NotifyTimeout, Logger: notifyLog})
 	if err != nil {
@@ -126,13 +128,13 @@ func NewClaimer(cfg ClaimerConfig) (*Claimer, error) {
 	c := &Claimer{
 		cfg:      cfg,
 		log:      log,
-		clock:    clock,
+		clock:    clk,
 		h:        h,
 		vips:     newVIPSet(h, cfg.VIPs, log),
 		notifier: notifier,
 		state:    StateInit,
 	}
-	c.ann = newAnnouncer(AnnouncerConfig{AnnounceConfig: cfg.Announce, VIPs: cfg.VIPs, Netns: cfg.Netns, Logger: log, Clock: clock},
+	c.ann = newAnnouncer(AnnouncerConfig{AnnounceConfig: cfg.Announce, VIPs: cfg.VIPs, Netns: cfg.Netns, Logger: log, Clock: clk},
 		newPacketSender(cfg.Netns))
 	ctx, stop := context.WithCancel(context.Background())
 	c.stop = stop

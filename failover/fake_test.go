@@ -25,7 +25,7 @@ type sent struct {
 
 // recSender records announcements instead of sending them.
 type recSender struct {
-	clock  Clock
+	clock  clock.Clock
 	mu     sync.Mutex
 	sends  []sent
 	closes int

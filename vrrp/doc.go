@@ -17,7 +17,7 @@
 //
 //	tr, err := vrrp.NewRawTransport(vrrp.RawConfig{Interface: "eth0", Source: primary})
 //	in, err := vrrp.NewInstance(vrrp.Config{Name: "www", VRID: 51, Priority: 150,
-//		Interval: time.Second, VIPs: vips}, tr, vrrp.SystemClock(), onEvent)
+//		Interval: time.Second, VIPs: vips}, tr, clock.System(), onEvent)
 //	go in.Run(ctx)          // Initialize -> Backup (or Master at priority 255)
 //	...
 //	in.Stop(stopCtx)        // graceful: a master sends priority 0 first

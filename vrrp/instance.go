@@ -234,7 +234,7 @@ type Status struct {
 type Instance struct {
 	cfg     Config
 	tr      Transport
-	clk     Clock
+	clk     clock.Clock
 	log     *slog.Logger
 	onEvent func(Event)
 	local   netip.Addr
@@ -256,7 +256,7 @@ type Instance struct {
 	masterInterval time.Duration
 	masterAddr     netip.Addr
 	masterPrio     uint8
-	timer          Timer
+	timer          clock.Timer
 	paced          bool // pc is sending our adverts
 	pacedErrors    uint64
 	timerGen       uint64
@@ -287,10 +287,10 @@ type Instance struct {
 }
 
 // NewInstance checks cfg and returns an instance that will use tr to talk
-// to its peers and clk for its timers (SystemClock() in production).
+// to its peers and clk for its timers (clock.System() in production).
 // onEvent receives every Event, in order, from a goroutine of its own: it
 // must not block for long, and a panic in it is logged and survived.
-func NewInstance(cfg Config, tr Transport, clk Clock, onEvent func(Event)) (*Instance, error) {
+func NewInstance(cfg Config, tr Transport, clk clock.Clock, onEvent func(Event)) (*Instance, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -914,7 +914,7 @@ func (in *Instance) armTimer(d time.Duration, f func(fx *effects), precise bool)
 	// timer fires all the time and a millisecond does not matter there.
 	after := in.clk.AfterFunc
 	if precise {
-		after = func(d time.Duration, f func()) Timer { return clock.AfterFuncPrecise(in.clk, d, f) }
+		after = func(d time.Duration, f func()) clock.Timer { return clock.AfterFuncPrecise(in.clk, d, f) }
 	}
 	in.timer = after(d, func() {
 		in.step(func(fx *effects) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/vigil-lb/vigil/internal/clock"
 	"github.com/vigil-lb/vigil/internal/netlab"
 	"github.com/vigil-lb/vigil/internal/testenv"
 )
@@ -64,7 +65,7 @@ func (d *director) prepare() {
 	if err != nil {
 		d.t.Fatalf("%s: %v", d.h.Name, err)
 	}
-	in, err := NewInstance(d.cfg, d.tr, SystemClock(), func(e Event) {
+	in, err := NewInstance(d.cfg, d.tr, clock.System(), func(e Event) {
 		d.mu.Lock()
 		d.evs = append(d.evs, e)
 		d.mu.Unlock()
