@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -510,32 +509,4 @@ func FuzzParse(f *testing.F) {
 			s.FailoverTime(&s.Instances[i])
 		}
 	})
-}
-
-func TestCheckHelpers(t *testing.T) {
-	c := Check{}
-	c.setDefaults()
-	rs := netip.MustParseAddrPort("192.168.0.3:80")
-	if c.EffectiveFastInterval() != 2*time.Second || c.EffectiveDownInterval() != 2*time.Second {
-		t.Error("0 intervals must mean the interval")
-	}
-	if c.Target(rs) != rs || c.ServerName() != "" {
-		t.Errorf("defaults: %v %q", c.Target(rs), c.ServerName())
-	}
-	c.FastInterval, c.DownInterval, c.Port, c.Host = dur(time.Second), dur(time.Minute), 8080, "www"
-	if c.EffectiveFastInterval() != time.Second || c.EffectiveDownInterval() != time.Minute ||
-		c.Target(rs).String() != "192.168.0.3:8080" || c.ServerName() != "www" {
-		t.Error("set values not used")
-	}
-}
-
-func TestSyncGroup(t *testing.T) {
-	s, err := Load("../examples/nat.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := s.SyncGroup("nat")
-	if len(g) != 2 || g[0].Name != "external" || g[1].Name != "gateway" || len(s.SyncGroup("")) != 0 {
-		t.Errorf("sync group = %v", g)
-	}
 }

@@ -187,51 +187,6 @@ func (s *Site) Digest() string {
 	return hex.EncodeToString(h[:])
 }
 
-// SyncGroup returns the instances whose sync_group is name, in file order.
-func (s *Site) SyncGroup(name string) []*Instance {
-	var out []*Instance
-	for i := range s.Instances {
-		if name != "" && s.Instances[i].SyncGroup == name {
-			out = append(out, &s.Instances[i])
-		}
-	}
-	return out
-}
-
-// EffectiveFastInterval is fast_interval, or the interval when it is 0.
-func (c *Check) EffectiveFastInterval() time.Duration {
-	if c.FastInterval.Duration > 0 {
-		return c.FastInterval.Duration
-	}
-	return c.Interval.Duration
-}
-
-// EffectiveDownInterval is down_interval, or the interval when it is 0.
-func (c *Check) EffectiveDownInterval() time.Duration {
-	if c.DownInterval.Duration > 0 {
-		return c.DownInterval.Duration
-	}
-	return c.Interval.Duration
-}
-
-// Target is where the check connects for real server rs: its address,
-// with the check's port when set.
-func (c *Check) Target(rs netip.AddrPort) netip.AddrPort {
-	if c.Port != 0 {
-		return netip.AddrPortFrom(rs.Addr(), uint16(c.Port))
-	}
-	return rs
-}
-
-// ServerName is the TLS server name an https check sends: sni, else host
-// (no SNI when neither is set: an IP address is not a server name).
-func (c *Check) ServerName() string {
-	if c.SNI != "" {
-		return c.SNI
-	}
-	return c.Host
-}
-
 // ConnSync is what IPVS connection sync does on one director.
 type ConnSync struct {
 	On        bool

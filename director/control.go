@@ -27,10 +27,9 @@ type Request struct {
 
 // Reply is a control reply.
 type Reply struct {
-	OK     bool            `json:"ok"`
-	Error  string          `json:"error,omitempty"`
-	Status *Status         `json:"status,omitempty"`
-	Data   json.RawMessage `json:"data,omitempty"`
+	OK     bool    `json:"ok"`
+	Error  string  `json:"error,omitempty"`
+	Status *Status `json:"status,omitempty"`
 }
 
 // Controller is what the control socket serves.

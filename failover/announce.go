@@ -1,7 +1,6 @@
 package failover
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -37,12 +36,6 @@ type AnnounceConfig struct {
 	// needed when the IPv6 VIP is a default gateway, or hosts drop it
 	// from their router list.
 	Router bool
-}
-
-// DefaultAnnounceConfig is one round at once and four more 1.1 s apart,
-// like MetalLB's 5 s of announcements; no refresh.
-func DefaultAnnounceConfig() AnnounceConfig {
-	return AnnounceConfig{Repeat: 4, Interval: DefaultInterval}
 }
 
 // Validate reports what is wrong with c, if anything.
@@ -130,23 +123,6 @@ type Announcer struct {
 	refreshTimer clock.Timer
 	lastRound    time.Time
 	stats        AnnounceStats
-}
-
-// NewAnnouncer checks cfg and returns a stopped Announcer with its
-// sockets open, so that Start needs no new file descriptor. A socket that
-// cannot be opened yet (no such interface) is opened at the first round.
-func NewAnnouncer(cfg AnnouncerConfig) (*Announcer, error) {
-	if err := cfg.AnnounceConfig.Validate(); err != nil {
-		return nil, err
-	}
-	var errs []error
-	for _, v := range cfg.VIPs {
-		errs = append(errs, v.Validate())
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	return newAnnouncer(cfg, newPacketSender(cfg.Netns)), nil
 }
 
 func newAnnouncer(cfg AnnouncerConfig, s sender) *Announcer {

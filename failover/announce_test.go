@@ -70,7 +70,6 @@ func TestAnnounceSchedule(t *testing.T) {
 	}{
 		{"first round only", AnnounceConfig{}, time.Minute, ms(0)},
 		{"default interval", AnnounceConfig{Repeat: 2}, time.Minute, ms(0, 1100, 2200)},
-		{"defaults", DefaultAnnounceConfig(), time.Minute, ms(0, 1100, 2200, 3300, 4400)},
 		{"spaced", AnnounceConfig{Repeat: 3, Interval: 2 * time.Second}, time.Minute, ms(0, 2000, 4000, 6000)},
 		{"refresh", AnnounceConfig{Repeat: 1, Interval: 1500 * time.Millisecond, Refresh: 10 * time.Second},
 			35 * time.Second, ms(0, 1500, 10000, 20000, 30000)},
@@ -258,7 +257,6 @@ func TestAnnounceConfigValidate(t *testing.T) {
 		ok  bool
 	}{
 		{AnnounceConfig{}, true},
-		{DefaultAnnounceConfig(), true},
 		{AnnounceConfig{Repeat: -1}, false},
 		{AnnounceConfig{Repeat: 1001}, false},
 		{AnnounceConfig{Interval: -time.Second}, false},

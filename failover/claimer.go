@@ -252,12 +252,9 @@ func (c *Claimer) Quiet() {
 	}
 }
 
-// BecomeBackup gives the VIPs up: it cancels every pending announcement
+// Release gives the VIPs up on every way of leaving master (backup,
+// fault, stop, instance deleted): it cancels every pending announcement
 // first, then removes the VIPs.
-func (c *Claimer) BecomeBackup(ctx context.Context) error { return c.Release(ctx) }
-
-// Release is BecomeBackup for the other ways of leaving master (fault,
-// stop, instance deleted).
 func (c *Claimer) Release(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

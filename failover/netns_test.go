@@ -226,7 +226,7 @@ func TestNetnsVIPDeletedByHandComesBack(t *testing.T) {
 		t.Fatalf("status says %d restored, want 2", st.Restored)
 	}
 	// Once released, a VIP stays gone.
-	if err := c.BecomeBackup(ctx); err != nil {
+	if err := c.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -423,7 +423,7 @@ func TestNetnsNoAnnouncementAfterWithdraw(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the first round", 5*time.Second, func() bool { a, n := capt.counts(); return a >= 2 && n >= 1 })
-	if err := c.BecomeBackup(ctx); err != nil {
+	if err := c.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 	sentAtWithdraw := c.Status().Announce.Sent
@@ -535,7 +535,7 @@ func TestNetnsReconfigureWhileMaster(t *testing.T) {
 
 // BenchmarkNetnsClaimRelease measures what a transition costs on top of
 // the election: BecomeMaster (add an IPv4 and an IPv6 VIP, send the first
-// round) and BecomeBackup (cancel, remove). It reports the time from the
+// round) and Release (cancel, remove). It reports the time from the
 // BecomeMaster call to the first packet sent ("first GARP").
 func BenchmarkNetnsClaimRelease(b *testing.B) {
 	testenv.NeedNetns(b)
@@ -544,7 +544,7 @@ func BenchmarkNetnsClaimRelease(b *testing.B) {
 	vs1 := lab.AddHost("vs1", "10.99.0.1/24", "fd99::1/64")
 	c := newClaimer(b, vs1, failover.ClaimerConfig{
 		VIPs:     []failover.VIP{mustVIP("10.99.0.100/24", "eth0", "eth0:100"), mustVIP("fd99::100/128", "eth0", "")},
-		Announce: failover.DefaultAnnounceConfig(),
+		Announce: failover.AnnounceConfig{Repeat: 4},
 	})
 	var master, firstGARP, backup time.Duration
 	for b.Loop() {
@@ -554,7 +554,7 @@ func BenchmarkNetnsClaimRelease(b *testing.B) {
 		}
 		t1 := time.Now()
 		st := c.Status().Announce
-		if err := c.BecomeBackup(ctx); err != nil {
+		if err := c.Release(ctx); err != nil {
 			b.Fatal(err)
 		}
 		master += t1.Sub(t0)
@@ -587,7 +587,7 @@ func TestNetnsAnnounceAfterInterfaceRecreated(t *testing.T) {
 	if err := c.BecomeMaster(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.BecomeBackup(ctx); err != nil {
+	if err := c.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
 	vs1.MustRun(t, "ip", "link", "del", "d0")

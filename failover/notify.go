@@ -23,12 +23,11 @@ type State string
 
 // The states an instance goes through.
 const (
-	StateInit    State = "INIT"
-	StateBackup  State = "BACKUP"
-	StateMaster  State = "MASTER"
-	StateFault   State = "FAULT"
-	StateStop    State = "STOP"
-	StateDeleted State = "DELETED" // the instance left the site file
+	StateInit   State = "INIT"
+	StateBackup State = "BACKUP"
+	StateMaster State = "MASTER"
+	StateFault  State = "FAULT"
+	StateStop   State = "STOP"
 )
 
 // Transition is one state change of an instance.

@@ -342,9 +342,6 @@ type advertPacer interface {
 	PacedStats() pacer.Stats
 }
 
-// Name is the configured instance name.
-func (in *Instance) Name() string { return in.cfg.Name }
-
 // Run starts the election (Initialize -> Backup, or Master for priority
 // 255) and runs it until ctx is done or Stop is called. Cancelling ctx
 // stops silently, as a crash would (no priority-0 advert): use Stop for a

@@ -130,16 +130,6 @@ func waitState(t *testing.T, d *director, s State, within time.Duration) time.Du
 	return 0
 }
 
-func masters(ds ...*director) []*director {
-	var m []*director
-	for _, d := range ds {
-		if d.cancel != nil && d.state() == Master {
-			m = append(m, d)
-		}
-	}
-	return m
-}
-
 // waitOneMaster waits until want is the only master among ds (and the
 // others are backups); it returns how long that took.
 func waitOneMaster(t *testing.T, want *director, within time.Duration, ds ...*director) time.Duration {

@@ -80,15 +80,6 @@ func (r DropReason) String() string {
 	return fmt.Sprintf("drop(%d)", int(r))
 }
 
-// DropReasons lists every reason, in counter order.
-func DropReasons() []DropReason {
-	rs := make([]DropReason, 0, numDropReasons-1)
-	for r := DropLength; r < numDropReasons; r++ {
-		rs = append(rs, r)
-	}
-	return rs
-}
-
 // DropError is the error returned for a packet that must be dropped.
 type DropError struct {
 	Reason DropReason

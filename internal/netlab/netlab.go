@@ -108,13 +108,6 @@ func (l *Lab) Cut(h *Host) { l.ip("-n", l.bridge, "link", "set", h.port, "down")
 // Heal puts h's bridge port back up.
 func (l *Lab) Heal(h *Host) { l.ip("-n", l.bridge, "link", "set", h.port, "up") }
 
-// Hosts returns the hosts added so far.
-func (l *Lab) Hosts() []*Host {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]*Host(nil), l.hosts...)
-}
-
 func (l *Lab) ip(args ...string) {
 	l.t.Helper()
 	out, err := exec.Command("ip", args...).CombinedOutput()

@@ -28,7 +28,6 @@ import (
 
 // Tier names.
 const (
-	Unit  = "unit"
 	Netns = "netns"
 	VM    = "vm"
 )
@@ -83,14 +82,6 @@ func NeedVM(t testing.TB) {
 	}
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		cannot(t, "needs qemu-system-x86_64 (apt-get install qemu-system-x86 busybox-static)")
-	}
-}
-
-// NeedProgram skips (or fails in strict mode) when a program is missing.
-func NeedProgram(t testing.TB, name, pkg string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		cannot(t, "needs %s (apt-get install %s)", name, pkg)
 	}
 }
 
