@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -305,16 +306,7 @@ func TestDefaults(t *testing.T) {
 
 func equal(a, b any) bool {
 	if sa, ok := a.([]StatusRange); ok {
-		sb := b.([]StatusRange)
-		if len(sa) != len(sb) {
-			return false
-		}
-		for i := range sa {
-			if sa[i] != sb[i] {
-				return false
-			}
-		}
-		return true
+		return slices.Equal(sa, b.([]StatusRange))
 	}
 	return a == b
 }

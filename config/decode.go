@@ -2,10 +2,11 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"reflect"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -340,7 +341,7 @@ func (d *decoder) decode(rv reflect.Value, raw any, p path) {
 			return
 		}
 		out := reflect.MakeMapWithSize(rv.Type(), len(m))
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			ev := reflect.New(rv.Type().Elem()).Elem()
 			d.decode(ev, m[k], p.child(k))
 			out.SetMapIndex(reflect.ValueOf(k), ev)
@@ -360,7 +361,7 @@ func (d *decoder) decode(rv reflect.Value, raw any, p path) {
 			return
 		}
 		idx, names := d.fields(rv.Type())
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			kp := p.child(k)
 			i, known := idx[k]
 			if !known {
@@ -372,15 +373,6 @@ func (d *decoder) decode(rv reflect.Value, raw any, p path) {
 	default:
 		panic("config: no decoder for " + rv.Type().String())
 	}
-}
-
-func sortedKeys(m map[string]any) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 func (d *decoder) str(raw any, p path, fix string) (string, bool) {

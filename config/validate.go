@@ -3,11 +3,12 @@ package config
 import (
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"reflect"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -95,18 +96,9 @@ var (
 	md5HexLength = 32
 )
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // enum checks that the string at p is one of vals.
 func (v *validator) enum(p path, got string, vals []string) {
-	if contains(vals, got) {
+	if slices.Contains(vals, got) {
 		return
 	}
 	fix := suggest(got, vals)
@@ -388,7 +380,7 @@ func (v *validator) instances() {
 				v.valErr(p.child("auth_pass"), "use 1..8 bytes", "auth_pass: VRRPv2 simple text passwords are 1..8 bytes, got %d", len(in.AuthPass))
 			}
 		}
-		for _, dn := range sortedKeysInt(in.Priorities) {
+		for _, dn := range slices.Sorted(maps.Keys(in.Priorities)) {
 			pp := p.child("priorities").child(dn)
 			if _, err := v.s.Director(dn); err != nil {
 				fix := suggest(dn, v.directorNames())
@@ -469,10 +461,7 @@ func (v *validator) instances() {
 	}
 
 	// sync groups: one member is almost surely a misspelt group name.
-	var gnames []string
-	for g := range groups {
-		gnames = append(gnames, g)
-	}
+	gnames := slices.Collect(maps.Keys(groups))
 	for g, members := range groups {
 		if len(members) == 1 {
 			i := members[0]
@@ -525,15 +514,6 @@ func (v *validator) rawAtMap(p path) (map[string]any, bool) {
 	raw, ok := v.rawAt(p)
 	m, isMap := raw.(map[string]any)
 	return m, ok && isMap
-}
-
-func sortedKeysInt(m map[string]int) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 func (v *validator) delay(p path, d Duration) { v.durRange(p, d, 0, maxDelay) }
@@ -844,7 +824,7 @@ func (v *validator) checkRules(p path, c Check, at func(keys ...string) (path, b
 		}
 	}
 	k := func(s ...string) []string { return s }
-	if !contains(checkTypes, c.Type) {
+	if !slices.Contains(checkTypes, c.Type) {
 		fix := suggest(c.Type, checkTypes)
 		if fix == "" {
 			fix = "use " + oneOf(checkTypes)
@@ -857,16 +837,16 @@ func (v *validator) checkRules(p path, c Check, at func(keys ...string) (path, b
 	for key := range own {
 		var need []string
 		switch {
-		case contains(httpKeys, key):
+		case slices.Contains(httpKeys, key):
 			need = []string{"http", "https"}
-		case contains(httpsKeys, key):
+		case slices.Contains(httpsKeys, key):
 			need = []string{"https"}
-		case contains(execKeys, key):
+		case slices.Contains(execKeys, key):
 			need = []string{"exec"}
 		default:
 			continue
 		}
-		if !contains(need, c.Type) {
+		if !slices.Contains(need, c.Type) {
 			v.keyErr(p.child(key), "remove it, or use type "+oneOf(need), "check key %q does not apply to a %s check", key, c.Type)
 		}
 	}

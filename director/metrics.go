@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"sort"
+	"slices"
 	"strconv"
 	"time"
 
@@ -87,12 +88,7 @@ func statusFamilies(s Status) []*family {
 		transitions.add(float64(in.Transitions), in.Name)
 		advertsSent.add(float64(in.AdvertsSent), in.Name)
 		advertsRecv.add(float64(in.AdvertsRecv), in.Name)
-		reasons := make([]string, 0, len(in.Invalid))
-		for r := range in.Invalid {
-			reasons = append(reasons, r)
-		}
-		sort.Strings(reasons)
-		for _, r := range reasons {
+		for _, r := range slices.Sorted(maps.Keys(in.Invalid)) {
 			invalid.add(float64(in.Invalid[r]), in.Name, r)
 		}
 		vipsHeld.add(float64(len(in.VIPsHeld)), in.Name)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -33,11 +35,7 @@ func parseMetrics(t *testing.T, text string) map[string]*dto.MetricFamily {
 // sampleKey names one sample as name{k="v",...}, label names sorted and
 // values Go-quoted, so that samples compare whatever the output order.
 func sampleKey(name string, labels map[string]string) string {
-	keys := make([]string, 0, len(labels))
-	for k := range labels {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(labels))
 	var b strings.Builder
 	b.WriteString(name + "{")
 	for i, k := range keys {

@@ -2,9 +2,11 @@ package director_test
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -187,11 +189,7 @@ func TestNetnsSoak(t *testing.T) {
 	overlaps, samples := w.report()
 
 	// The figures.
-	var names []string
-	for n := range done {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(done))
 	var evs []string
 	for _, n := range names {
 		evs = append(evs, fmt.Sprintf("%s x%d", n, done[n]))
@@ -213,12 +211,7 @@ func TestNetnsSoak(t *testing.T) {
 	t.Logf("transitions during events that move nothing (spurious failovers): %v", spurious)
 	t.Logf("client pings every 20 ms: %d sent, %d answered, %d lost (%.2f%%)", sent, recv, sent-recv, 100*float64(sent-recv)/float64(max(sent, 1)))
 	t.Logf("elections_running seen: %v", elections)
-	var keys []string
-	for k := range procs {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(procs)) {
 		u := procs[k]
 		t.Logf("%s: goroutines %d -> %d, fds %d -> %d, repairs %d, VIPs evicted %d, answers skipped %d",
 			k, u.first.Goroutines, u.last.Goroutines, u.first.OpenFDs, u.last.OpenFDs,

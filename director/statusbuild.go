@@ -3,10 +3,10 @@ package director
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"runtime"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/vigil-lb/vigil/cluster"
@@ -27,7 +27,7 @@ func (d *Daemon) Status() Status {
 		Site: site.Settings.Name, Node: d.me.Name, ConfigPath: d.opts.ConfigPath, Digest: site.Digest(),
 		Started: d.started, LastReload: d.lastReload, ReloadErr: d.reloadErr,
 	}
-	warnings := sortedWarnings(d.warnings)
+	warnings := slices.Sorted(maps.Values(d.warnings))
 	running := d.runningInstances(site)
 	d.mu.Unlock()
 	runs := make([]instanceRun, len(running))
@@ -67,16 +67,6 @@ func ipvsName(programs, kernel bool) string {
 		return "kernel"
 	}
 	return "in-memory (test)"
-}
-
-// sortedWarnings lists the warnings' texts in order (nil: none).
-func sortedWarnings(ws map[string]string) []string {
-	var out []string
-	for _, w := range ws {
-		out = append(out, w)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // countOpenFDs counts this process's open file descriptors (-1: unknown).

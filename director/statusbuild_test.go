@@ -162,16 +162,6 @@ func TestIPVSName(t *testing.T) {
 	}
 }
 
-func TestSortedWarnings(t *testing.T) {
-	if got := sortedWarnings(nil); got != nil {
-		t.Errorf("no warnings: %v, want nil (omitted from JSON)", got)
-	}
-	got := sortedWarnings(map[string]string{"dual/www": "dual master", "drift/vs2": "config drift"})
-	if want := []string{"config drift", "dual master"}; !reflect.DeepEqual(got, want) {
-		t.Errorf("got %v, want %v", got, want)
-	}
-}
-
 func TestPeersStatus(t *testing.T) {
 	t0 := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	peers := []cluster.PeerView{

@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -49,18 +50,6 @@ func ms(v ...int) []time.Duration {
 	return out
 }
 
-func equalDurations(a, b []time.Duration) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func TestAnnounceSchedule(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -83,10 +72,10 @@ func TestAnnounceSchedule(t *testing.T) {
 			}
 			clock.Advance(tc.run)
 			sends := rec.snapshot()
-			if got := offsets(sends, start, vip4.Prefix.Addr()); !equalDurations(got, tc.want) {
+			if got := offsets(sends, start, vip4.Prefix.Addr()); !slices.Equal(got, tc.want) {
 				t.Fatalf("rounds at %v, want %v", got, tc.want)
 			}
-			if got := offsets(sends, start, vip6.Prefix.Addr()); !equalDurations(got, tc.want) {
+			if got := offsets(sends, start, vip6.Prefix.Addr()); !slices.Equal(got, tc.want) {
 				t.Fatalf("IPv6 rounds at %v, want %v", got, tc.want)
 			}
 			st := a.Stats()
@@ -132,7 +121,7 @@ func TestAnnounceStopCancelsPending(t *testing.T) {
 	restart := clock.Now()
 	a.Start()
 	clock.Advance(10 * time.Second)
-	if got := offsets(rec.snapshot()[2:], restart, vip4.Prefix.Addr()); !equalDurations(got, ms(0, 1000, 2000, 3000, 4000, 5000, 10000)) {
+	if got := offsets(rec.snapshot()[2:], restart, vip4.Prefix.Addr()); !slices.Equal(got, ms(0, 1000, 2000, 3000, 4000, 5000, 10000)) {
 		t.Fatalf("second series at %v", got)
 	}
 	if st := a.Stats(); !st.FirstSent.Equal(restart) || st.Rounds != 9 {
@@ -195,17 +184,17 @@ func TestAnnounceReannounce(t *testing.T) {
 		clock.Advance(10 * time.Millisecond)
 	}
 	clock.Advance(10 * time.Second)
-	if got := offsets(rec.snapshot(), start, vip4.Prefix.Addr()); !equalDurations(got, ms(0, 1000, 2000, 3000)) {
+	if got := offsets(rec.snapshot(), start, vip4.Prefix.Addr()); !slices.Equal(got, ms(0, 1000, 2000, 3000)) {
 		t.Fatalf("rounds at %v", got)
 	}
 	// Long after the series, a reannounce goes out at once.
 	at := clock.Now()
 	a.Reannounce()
-	if got := offsets(rec.snapshot()[4:], at, vip4.Prefix.Addr()); !equalDurations(got, ms(0)) {
+	if got := offsets(rec.snapshot()[4:], at, vip4.Prefix.Addr()); !slices.Equal(got, ms(0)) {
 		t.Fatalf("reannounce rounds at %v, want one at once", got)
 	}
 	clock.Advance(10 * time.Second)
-	if got := offsets(rec.snapshot()[4:], at, vip4.Prefix.Addr()); !equalDurations(got, ms(0, 1000, 2000)) {
+	if got := offsets(rec.snapshot()[4:], at, vip4.Prefix.Addr()); !slices.Equal(got, ms(0, 1000, 2000)) {
 		t.Fatalf("reannounce rounds at %v", got)
 	}
 }
@@ -279,14 +268,14 @@ func TestAnnounceReconfigure(t *testing.T) {
 	// Same VIPs, refresh turned on: no new series, a refresh every 10 s.
 	a.reconfigure(AnnounceConfig{Repeat: 1, Interval: time.Second, Refresh: 10 * time.Second}, []VIP{vip4})
 	clock.Advance(11 * time.Second)
-	if got := offsets(rec.snapshot(), start, vip4.Prefix.Addr()); !equalDurations(got, ms(0, 1000, 15000)) {
+	if got := offsets(rec.snapshot(), start, vip4.Prefix.Addr()); !slices.Equal(got, ms(0, 1000, 15000)) {
 		t.Fatalf("rounds at %v, want 0, 1 s and a refresh 10 s after the reload at 5 s", got)
 	}
 	// A VIP added: a new series at once for both.
 	at := clock.Now()
 	a.reconfigure(AnnounceConfig{Repeat: 1, Interval: time.Second, Refresh: 10 * time.Second}, []VIP{vip4, vip6})
 	clock.Advance(1500 * time.Millisecond)
-	if got := offsets(rec.snapshot(), at, vip6.Prefix.Addr()); !equalDurations(got, ms(0, 1000)) {
+	if got := offsets(rec.snapshot(), at, vip6.Prefix.Addr()); !slices.Equal(got, ms(0, 1000)) {
 		t.Fatalf("new VIP announced at %v, want at once and 1 s later", got)
 	}
 	// Stopped: a reload changes settings but sends nothing.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 )
 
@@ -241,11 +243,7 @@ func (r *Reconciler) Adopt(keys ...ServiceKey) {
 func (r *Reconciler) Owned() []ServiceKey {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]ServiceKey, 0, len(r.owned))
-	for k := range r.owned {
-		out = append(out, k)
-	}
-	return out
+	return slices.AppendSeq(make([]ServiceKey, 0, len(r.owned)), maps.Keys(r.owned))
 }
 
 // Snapshot reads the whole table (every service, with destinations,

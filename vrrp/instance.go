@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"runtime/debug"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -568,14 +569,8 @@ func (in *Instance) Status() Status {
 	if in.state == Master {
 		s.MasterAddr, s.MasterPriority = in.local, in.prio
 	}
-	for f := range in.faults {
-		s.Faults = append(s.Faults, f)
-	}
-	sort.Strings(s.Faults)
-	for h := range in.holds {
-		s.PreemptHolds = append(s.PreemptHolds, h)
-	}
-	sort.Strings(s.PreemptHolds)
+	s.Faults = slices.Sorted(maps.Keys(in.faults))
+	s.PreemptHolds = slices.Sorted(maps.Keys(in.holds))
 	s.Counters.Dropped = map[DropReason]uint64{}
 	for r, n := range in.dropped {
 		if n > 0 {
@@ -822,7 +817,7 @@ func (in *Instance) transition(fx *effects, to State, reason string, peer netip.
 // startup is the Startup event of RFC 5798 6.4.1 (also used when a fault clears).
 func (in *Instance) startup(fx *effects, reason string) {
 	if len(in.faults) > 0 {
-		in.transition(fx, Fault, "fault: "+strings.Join(in.faultList(), ", "), netip.Addr{})
+		in.transition(fx, Fault, "fault: "+strings.Join(slices.Sorted(maps.Keys(in.faults)), ", "), netip.Addr{})
 		return
 	}
 	in.masterAddr, in.masterPrio = netip.Addr{}, 0
@@ -837,15 +832,6 @@ func (in *Instance) startup(fx *effects, reason string) {
 	}
 	in.armTimer(d, in.downTimer, true)
 	in.transition(fx, Backup, reason, netip.Addr{})
-}
-
-func (in *Instance) faultList() []string {
-	var l []string
-	for f := range in.faults {
-		l = append(l, f)
-	}
-	sort.Strings(l)
-	return l
 }
 
 func (in *Instance) becomeMaster(fx *effects, reason string) {

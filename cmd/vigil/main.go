@@ -3,8 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -39,12 +40,7 @@ var extraCommands = map[string]command{}
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: vigil <command> [flags]\n\ncommands:")
 	cmds := commands()
-	names := make([]string, 0, len(cmds))
-	for n := range cmds {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(cmds)) {
 		fmt.Fprintf(w, "  %-8s %s\n", n, cmds[n].summary)
 	}
 	fmt.Fprintln(w, "\nrun 'vigil <command> -h' for a command's flags")

@@ -9,11 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -287,12 +288,7 @@ func writeInitrd(dst, base string, tree *moduleTree, mods []*kmod, o Options, no
 		return err
 	}
 	var env strings.Builder
-	keys := make([]string, 0, len(o.Env))
-	for k := range o.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(o.Env)) {
 		fmt.Fprintf(&env, "export %s=%s\n", k, shellQuote(o.Env[k]))
 	}
 	if err := c.Bytes("etc/vmtest/env", 0o644, []byte(env.String())); err != nil {
@@ -319,12 +315,7 @@ func writeInitrd(dst, base string, tree *moduleTree, mods []*kmod, o Options, no
 		}
 		files[g] = h
 	}
-	guestPaths := make([]string, 0, len(files))
-	for g := range files {
-		guestPaths = append(guestPaths, g)
-	}
-	sort.Strings(guestPaths)
-	for _, g := range guestPaths {
+	for _, g := range slices.Sorted(maps.Keys(files)) {
 		if err := c.HostFile(g, files[g]); err != nil {
 			return fmt.Errorf("vmtest: add %s as %s: %w", files[g], g, err)
 		}
