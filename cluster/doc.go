@@ -4,7 +4,7 @@
 // The channel gives each director three things:
 //
 //   - Membership: which directors of the site are alive, with crash
-//     detection tuned for a pair (about one to two seconds, see Timings)
+//     detection tuned for a pair (see Timings)
 //     and a periodic re-join of configured directors that are missing, so a
 //     pair finds itself again after any partition.
 //   - Messaging: named topics carried as memberlist UDP messages
@@ -34,13 +34,12 @@
 // Running without a key needs Config.Insecure and logs a warning at every
 // start.
 //
-// Failure detection with DefaultTimings (probe every 1 s, 500 ms probe
-// timeout, suspicion x2, gossip every 500 ms), two directors on loopback,
-// measured with go test -run XXX -bench FailureDetection -benchtime 5x
-// ./cluster/: a crash is seen after about 3.5 s, a symmetric partition
-// after about 3.5 s, a graceful Leave after about 1 s. A topic message
-// takes about 0.35 ms from Broadcast to the peer's handler on loopback
-// (BenchmarkBroadcastLatency).
+// DefaultTimings: probe every 1 s, 500 ms probe timeout, suspicion x2,
+// gossip every 500 ms. The channel's membership reports state and drift;
+// a crash failover does not wait for it, as the election detects a dead
+// master from its adverts. BenchmarkFailureDetection and
+// BenchmarkBroadcastLatency measure how long a crash, a partition, a Leave
+// and a message take; docs/benchmarks.md has the figures.
 //
 // The package does not import the site configuration: the wiring package
 // converts the site file into a Config.

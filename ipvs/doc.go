@@ -49,5 +49,5 @@
 // each in its own netns, with ipvsadm as an independent witness (package
 // ipvsadm parses its listings). scripts/bench-ipvs.sh runs
 // BenchmarkVMReconcile: 1,000 services x 10 destinations against
-// ipvsadm-restore in the same guest.
+// ipvsadm-restore in the same guest (docs/benchmarks.md).
 package ipvs

@@ -46,5 +46,6 @@
 // `ip netns`; busybox modprobe works for the modules in the image (a
 // modules.dep is generated). QEMU emulates the CPU (TCG); KVM is used only
 // with VIGIL_VM_ACCEL=kvm because nested KVM hung at boot on the machines
-// measured. A boot that runs a trivial script takes about 10 s.
+// tried. A boot takes seconds, not milliseconds: a test boots one guest and
+// runs many cases in it (docs/benchmarks.md has the boot time).
 package vmtest
