@@ -81,8 +81,8 @@ func statusFamilies(s Status) []*family {
 		peerDrift       = fam("peer_config_drift", g, "1 when the peer's config digest differs from ours", "peer")
 	)
 	for _, in := range s.Instances {
-		for _, st := range []string{"init", "backup", "master", "fault"} {
-			state.add(b2f(in.State == st), in.Name, st)
+		for _, st := range states {
+			state.add(b2f(in.State == stateName(st)), in.Name, stateName(st))
 		}
 		priority.add(float64(in.Priority), in.Name)
 		transitions.add(float64(in.Transitions), in.Name)

@@ -101,6 +101,9 @@ func failoverState(s vrrp.State) failover.State {
 	return failover.StateInit
 }
 
+// states is every VRRP state, in the order metrics list them.
+var states = []vrrp.State{vrrp.Initialize, vrrp.Backup, vrrp.Master, vrrp.Fault}
+
 // stateName is the lower-case state name used in status and metrics.
 func stateName(s vrrp.State) string {
 	switch s {
@@ -112,6 +115,19 @@ func stateName(s vrrp.State) string {
 		return "fault"
 	}
 	return "init"
+}
+
+// ParseState reads a state as status and metrics spell it: the one
+// mapping back, so that a client of the status compares typed states,
+// not strings. A name it does not know (a daemon of another version) is
+// an error, never a silent "not master".
+func ParseState(s string) (vrrp.State, error) {
+	for _, st := range states {
+		if stateName(st) == s {
+			return st, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown VRRP state %q", s)
 }
 
 // checkSpec is the health check of one real server; ok is false for

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/vigil-lb/vigil/config"
 	"github.com/vigil-lb/vigil/healthcheck"
 	"github.com/vigil-lb/vigil/ipvs"
+	"github.com/vigil-lb/vigil/vrrp"
 )
 
 func loadExample(t *testing.T, name string) *config.Site {
@@ -161,5 +163,31 @@ func TestControlSocket(t *testing.T) {
 	fc.Status().WriteText(&b, time.Now())
 	if !strings.Contains(b.String(), "www") || !strings.Contains(b.String(), "master") {
 		t.Fatalf("text status:\n%s", b.String())
+	}
+}
+
+// Every VRRP state (up to the first that vrrp itself cannot name) has a
+// status name of its own that ParseState reads back, and the metrics
+// list every one; anything else is an error.
+func TestParseStateRoundTrip(t *testing.T) {
+	names := map[string]vrrp.State{}
+	for s := vrrp.Initialize; !strings.HasPrefix(s.String(), "state("); s++ {
+		name := stateName(s)
+		if other, ok := names[name]; ok {
+			t.Errorf("%v and %v are both %q in status", other, s, name)
+		}
+		names[name] = s
+		got, err := ParseState(name)
+		if err != nil || got != s {
+			t.Errorf("ParseState(stateName(%v) = %q) = %v, %v", s, name, got, err)
+		}
+		if !slices.Contains(states, s) {
+			t.Errorf("%v is missing from states (metrics)", s)
+		}
+	}
+	for _, bad := range []string{"", "MASTER", "Master", "master ", "state(4)"} {
+		if s, err := ParseState(bad); err == nil {
+			t.Errorf("ParseState(%q) = %v, want an error", bad, s)
+		}
 	}
 }

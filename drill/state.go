@@ -33,28 +33,13 @@ type peerInstance struct {
 	since, vipsAdded, firstGARP time.Time
 }
 
-// parseState reads a state as director's status writes it. It is the
-// one place a drill looks at a state's spelling.
-func parseState(s string) (vrrp.State, error) {
-	switch s {
-	case "master":
-		return vrrp.Master, nil
-	case "backup":
-		return vrrp.Backup, nil
-	case "fault":
-		return vrrp.Fault, nil
-	case "init":
-		return vrrp.Initialize, nil
-	}
-	return 0, fmt.Errorf("unknown VRRP state %q", s)
-}
-
-// parseStatus parses every state of st; a state it does not know is an
-// error (a daemon of another version), never a silent "not master".
+// parseStatus parses every state of st with director.ParseState; a state
+// it does not know is an error (a daemon of another version), never a
+// silent "not master".
 func parseStatus(st director.Status) (status, error) {
 	out := status{raw: st, node: st.Node}
 	for _, in := range st.Instances {
-		s, err := parseState(in.State)
+		s, err := director.ParseState(in.State)
 		if err != nil {
 			return status{}, fmt.Errorf("status of %s, instance %s: %w", st.Node, in.Name, err)
 		}
@@ -63,14 +48,14 @@ func parseStatus(st director.Status) (status, error) {
 	for _, p := range st.Peers {
 		q := peer{raw: p, states: map[string]vrrp.State{}, detail: map[string]peerInstance{}}
 		for name, v := range p.Instances {
-			s, err := parseState(v)
+			s, err := director.ParseState(v)
 			if err != nil {
 				return status{}, fmt.Errorf("status of peer %s, instance %s: %w", p.Name, name, err)
 			}
 			q.states[name] = s
 		}
 		for name, d := range p.InstanceDetail {
-			s, err := parseState(d.State)
+			s, err := director.ParseState(d.State)
 			if err != nil {
 				return status{}, fmt.Errorf("status of peer %s, instance %s: %w", p.Name, name, err)
 			}
