@@ -90,19 +90,21 @@ func wantOps(t *testing.T, step string, got []string, want ...string) {
 }
 
 // A master's periodic adverts go to the pacer, with a lease the election
-// renews; they stop before a leaving master's last advert.
+// renews every paceRenewal; they stop before a leaving master's last
+// advert.
 func TestPacedMaster(t *testing.T) {
 	iv := 10 * time.Millisecond
+	renew := paceRenewal(iv)
 	r, pt := pacedRig(t, Config{Priority: 100, Interval: iv})
 	r.clk.Advance(mdi(100, iv))
 	r.want(Master)
 	wantOps(t, "becoming master", pt.take(), "send 100", "pace 100")
-	r.clk.Advance(paceRenew - time.Millisecond)
-	wantOps(t, "first second", pt.take()) // no advert from a timer
+	r.clk.Advance(renew - time.Millisecond)
+	wantOps(t, "before the first renewal", pt.take()) // no advert from a timer
 	r.clk.Advance(time.Millisecond)
-	wantOps(t, "a second later", pt.take(), "renew")
-	r.clk.Advance(2 * paceRenew)
-	wantOps(t, "two more seconds", pt.take(), "renew", "renew")
+	wantOps(t, "first renewal", pt.take(), "renew")
+	r.clk.Advance(2 * renew)
+	wantOps(t, "two renewals more", pt.take(), "renew", "renew")
 
 	r.in.SetPriority(120)
 	wantOps(t, "new priority", pt.take(), "send 120", "pace 120")
@@ -151,21 +153,23 @@ func TestPacedMasterLeaves(t *testing.T) {
 	})
 }
 
-// A lease that ran out (the process was not scheduled for paceLease) is
-// counted, and the master advertises at once and paces again.
+// A renewal that finds the lease run out (the process was not scheduled
+// for a whole lease, and the pacer stopped) is counted, and the master
+// advertises at once and paces again.
 func TestPacedLeaseLapsed(t *testing.T) {
 	iv := 20 * time.Millisecond
+	renew := paceRenewal(iv)
 	r, pt := pacedRig(t, Config{Priority: 100, Interval: iv})
 	r.clk.Advance(mdi(100, iv))
 	pt.take()
 	pt.renewOK = false
-	r.clk.Advance(paceRenew)
+	r.clk.Advance(renew)
 	wantOps(t, "lapsed", pt.take(), "renew", "send 100", "pace 100")
 	if n := r.in.Status().Counters.LapsedLeases; n != 1 {
 		t.Fatalf("LapsedLeases = %d", n)
 	}
 	pt.renewOK = true
-	r.clk.Advance(paceRenew)
+	r.clk.Advance(renew)
 	wantOps(t, "renewed", pt.take(), "renew")
 }
 
@@ -211,8 +215,8 @@ func TestPacedMasterAnswers(t *testing.T) {
 			r.fromI(peerL, tc.prio, iv)
 			r.want(Master)
 			wantOps(t, "answer", pt.take(), "send 100", "pace 100")
-			r.clk.Advance(paceRenew)
-			wantOps(t, "a second later", pt.take(), "renew")
+			r.clk.Advance(paceRenewal(iv))
+			wantOps(t, "first renewal", pt.take(), "renew")
 		})
 	}
 }

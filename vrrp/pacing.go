@@ -32,9 +32,6 @@ const (
 	leaseMasterDowns = 3
 	// renewsPerLease: the lease is renewed this many times per lease.
 	renewsPerLease = 4
-	// paceRenew is the renewal period at the floor, which holds at every
-	// interval up to paceLeaseFloor/(4*leaseMasterDowns), about 83 ms.
-	paceRenew = paceLeaseFloor / renewsPerLease
 )
 
 // paceLease is the pacer's lease for adverts every interval.
