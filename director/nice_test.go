@@ -1,23 +1,20 @@
 package director
 
 import (
-	"os"
 	"strings"
 	"testing"
+
+	"github.com/vigil-lb/vigil/internal/testenv"
 )
 
 // threadNices reads the niceness of every thread (field 19 of stat).
 func threadNices(t *testing.T) []string {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, e := range ents {
-		b, err := os.ReadFile("/proc/self/task/" + e.Name() + "/stat")
-		if err != nil {
-			continue
+	for _, tid := range testenv.Threads(t) {
+		b, ok := testenv.ThreadFile(tid, "stat")
+		if !ok {
+			continue // the thread ended meanwhile
 		}
 		rest := string(b[strings.LastIndexByte(string(b), ')')+2:])
 		out = append(out, strings.Fields(rest)[16])

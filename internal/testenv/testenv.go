@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -125,22 +124,38 @@ func NeedRoot(t testing.TB, why string) {
 	}
 }
 
+// Threads returns the IDs of this process's threads, for tests of what
+// the process sets per thread (niceness, scheduling class).
+func Threads(t testing.TB) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tids []int
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	return tids
+}
+
+// ThreadFile reads /proc/self/task/<tid>/<name>; ok is false when the
+// thread has ended meanwhile.
+func ThreadFile(tid int, name string) (b []byte, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/%s", tid, name))
+	return b, err == nil
+}
+
 // ThreadsNamed returns the IDs of this process's threads whose name
 // (comm, as prctl PR_SET_NAME sets it) is name: for tests of code that
 // runs threads of its own outside the Go runtime.
 func ThreadsNamed(t testing.TB, name string) []int {
 	t.Helper()
-	comms, err := filepath.Glob("/proc/self/task/*/comm")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var tids []int
-	for _, f := range comms {
-		b, err := os.ReadFile(f)
-		if err != nil || strings.TrimSpace(string(b)) != name {
-			continue // a thread that ended meanwhile, or another one
-		}
-		if tid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil {
+	for _, tid := range Threads(t) {
+		if b, ok := ThreadFile(tid, "comm"); ok && strings.TrimSpace(string(b)) == name {
 			tids = append(tids, tid)
 		}
 	}
