@@ -149,7 +149,7 @@ func engineCheck(t *testing.T, s Spec, timeout time.Duration) (Result, bool) {
 		now := time.Now()
 		e.expire(now)
 		if dl, ok := e.nextDeadline(); ok && got == nil {
-			if err := e.poll(max0(dl.Sub(now))); err != nil {
+			if err := e.poll(max(dl.Sub(now), 0)); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -69,7 +69,7 @@ func TestEngineReusesSockets(t *testing.T) {
 				now := time.Now()
 				e.expire(now)
 				if dl, ok := e.nextDeadline(); ok && got == nil {
-					if err := e.poll(max0(dl.Sub(now))); err != nil {
+					if err := e.poll(max(dl.Sub(now), 0)); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -148,7 +148,7 @@ func BenchmarkEngineCheck(b *testing.B) {
 					now := time.Now()
 					e.expire(now)
 					if dl, ok := e.nextDeadline(); ok && got == nil {
-						if err := e.poll(max0(dl.Sub(now))); err != nil {
+						if err := e.poll(max(dl.Sub(now), 0)); err != nil {
 							b.Fatal(err)
 						}
 					}

@@ -94,10 +94,9 @@ func checkVerdict(t *testing.T, c Change, st []Status) {
 // judges the first line back. Its Check, the goroutine path, only counts:
 // a pinger on the engine never calls it.
 type pinger struct {
-	addr     netip.AddrPort
-	target   sockTarget
-	checks   atomic.Int32
-	wantLine string
+	addr   netip.AddrPort
+	target sockTarget
+	checks atomic.Int32
 }
 
 func (p *pinger) Check(context.Context, time.Time) Result {

@@ -19,12 +19,12 @@ import (
 // when that clock says so, and a timer of the clock wakes the loop.
 func (s *Scheduler) runEngine(ctx context.Context, e *engine) error {
 	var (
-		due       checkHeap
-		pending   []Change
-		gInflight int // checks on goroutines (exec, https, custom)
-		max       = s.opts.MaxConcurrent
-		realTime  = clock.IsSystem(s.clock)
-		wakeAt    clock.Timer // not on the real clock: wakes the poll when due
+		due         checkHeap
+		pending     []Change
+		gInflight   int // checks on goroutines (exec, https, custom)
+		maxInflight = s.opts.MaxConcurrent
+		realTime    = clock.IsSystem(s.clock)
+		wakeAt      clock.Timer // not on the real clock: wakes the poll when due
 		// busy is set by every step the loop takes, so a test hears of
 		// each idle moment once, not again after a spurious wake-up.
 		busy = true
@@ -92,7 +92,7 @@ func (s *Scheduler) runEngine(ctx context.Context, e *engine) error {
 		}
 		now := s.clock.Now()
 		e.expire(now)
-		for e.inflight+gInflight < max && len(due) > 0 && !due[0].due.After(now) {
+		for e.inflight+gInflight < maxInflight && len(due) > 0 && !due[0].due.After(now) {
 			busy = true
 			c := due.pop()
 			if c.removed.Load() || s.deferExec(c, now, &due) {
@@ -104,11 +104,11 @@ func (s *Scheduler) runEngine(ctx context.Context, e *engine) error {
 			}
 		}
 		timeout := time.Duration(-1)
-		if e.inflight+gInflight < max && len(due) > 0 {
-			timeout = max0(due[0].due.Sub(now))
+		if e.inflight+gInflight < maxInflight && len(due) > 0 {
+			timeout = max(due[0].due.Sub(now), 0)
 		}
 		if dl, ok := e.nextDeadline(); ok {
-			if d := max0(dl.Sub(now)); timeout < 0 || d < timeout {
+			if d := max(dl.Sub(now), 0); timeout < 0 || d < timeout {
 				timeout = d
 			}
 		}
@@ -232,11 +232,4 @@ func (s *Scheduler) abandonEngine(e *engine, gInflight int, err error) error {
 	}
 	e.close("stopped")
 	return err
-}
-
-func max0(d time.Duration) time.Duration {
-	if d < 0 {
-		return 0
-	}
-	return d
 }
