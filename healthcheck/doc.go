@@ -27,12 +27,9 @@
 // checker runs on the loop if it implements the optional engineChecker
 // interface (TCPChecker, HTTPChecker without TLS); exec, HTTPS and any
 // injected Checker run on a goroutine each and wake the loop through an
-// eventfd. Measured against HAProxy 2.6 with
-// scripts/bench-healthcheck.sh (10,000 servers at 1 s, a quiet moment of
-// a shared 2-CPU machine): 0.022-0.024 CPU-seconds per 1,000 TCP checks
-// (HAProxy 0.028-0.032) and 0.039-0.043 per 1,000 HTTP checks (HAProxy
-// 0.050-0.055), 31-42 MB peak RSS (HAProxy 75-83 MB), checks starting
-// within about 1 ms of their due time at p99.
+// eventfd. scripts/bench-healthcheck.sh measures the CPU per check, the
+// memory and the lateness against HAProxy on 10,000 servers;
+// docs/benchmarks.md has the figures.
 //
 // The Check methods also work on their own (blocking, on Go's network
 // poller), for one-off checks and tests. The package is Linux-only.
