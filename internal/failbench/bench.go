@@ -39,6 +39,7 @@ type Run struct {
 	// master is settled: what the client saw.
 	Gap          time.Duration  `json:",omitempty"` // largest time between two consecutive answers, whoever answered
 	GapQuiet     time.Duration  `json:",omitempty"` // the longest time in that gap in which the client sent no probe (it did not run)
+	Switch       time.Duration  `json:",omitempty"` // the old master's last answer before the new master's first, to that one
 	IdleGap      time.Duration  `json:",omitempty"` // the largest gap over as long a time just before the request: the lab's own noise
 	WindowFailed int            `json:",omitempty"` // probes that failed
 	WindowErrors map[string]int `json:",omitempty"` // those failures by error
@@ -477,7 +478,7 @@ func runCase(ctx context.Context, cfg Config, impl Impl, advert time.Duration, k
 		if Planned(kind) {
 			// Not an outage: a vigil master answers until its successor does.
 			cfg.Log.Info("run", "impl", impl.Name(), "advert", advert, "kind", kind, "n", i+1,
-				"failed", run.WindowFailed, "errors", run.WindowErrors, "gap", run.Gap, "gap_quiet", run.GapQuiet, "idle_gap", run.IdleGap, "request_to_new", run.Outage,
+				"failed", run.WindowFailed, "errors", run.WindowErrors, "gap", run.Gap, "gap_quiet", run.GapQuiet, "switch", run.Switch, "idle_gap", run.IdleGap, "request_to_new", run.Outage,
 				"claimed", run.Claimed, "released", run.Released, "ready_wait", run.ReadyWait, "takeover", run.Takeover, "announce", run.Announce,
 				"back_failed", run.PreemptFailed, "back_errors", run.PreemptErrors, "vip_left", run.VIPLeft, "err", run.Err)
 		} else {

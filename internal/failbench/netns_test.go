@@ -127,8 +127,8 @@ func TestNetnsVigilPlannedHandover(t *testing.T) {
 			t.Errorf("%s: %s", label, c.Err)
 		}
 		for i, r := range c.Runs {
-			t.Logf("%s run %d: failed %d %v, largest gap %v (no probe sent for %v of it; idle %v), request->new %v, VIP claimed at %v and released at %v, waited %v for the successor, VIP left %v",
-				label, i+1, r.WindowFailed, r.WindowErrors, r.Gap, r.GapQuiet, r.IdleGap, r.Outage, r.Claimed, r.Released, r.ReadyWait, r.VIPLeft)
+			t.Logf("%s run %d: failed %d %v, largest gap %v (no probe sent for %v of it; idle %v), switch %v, request->new %v, VIP claimed at %v and released at %v, waited %v for the successor, VIP left %v",
+				label, i+1, r.WindowFailed, r.WindowErrors, r.Gap, r.GapQuiet, r.IdleGap, r.Switch, r.Outage, r.Claimed, r.Released, r.ReadyWait, r.VIPLeft)
 			bad := ""
 			switch {
 			case r.Err != "":

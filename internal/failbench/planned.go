@@ -103,6 +103,18 @@ func largestGap(probes []Event, from, to int64) (time.Duration, int64, int64) {
 	return gap, a, b
 }
 
+// lastAnswerBefore is the end of the last probe name answered before t,
+// or 0.
+func lastAnswerBefore(probes []Event, name string, t int64) int64 {
+	last := int64(0)
+	for _, p := range probes {
+		if p.OK && p.From == name && p.End < t {
+			last = max(last, p.End)
+		}
+	}
+	return last
+}
+
 // quietIn is the longest time in [a, b] in which the client started no
 // probe. The agent starts one every 5 ms while it runs, so a long quiet
 // stretch in a gap is the measuring client itself not running (a loaded
@@ -158,6 +170,9 @@ func (r *rig) measurePlanned(run *Run, win *window, old, nw string, t0, ans, set
 	r.ev.view(func(probes, _ []Event) {
 		*win = clientWindow(probes, t0, end, settled, r.cfg.Every)
 		run.GapQuiet = quietIn(probes, win.gapFrom, win.gapTo)
+		if last := lastAnswerBefore(probes, old, ans); last != 0 {
+			run.Switch = time.Duration(ans - last)
+		}
 		run.IdleGap, _, _ = largestGap(probes, t0-(end-t0), t0)
 	})
 	run.Gap, run.WindowFailed, run.WindowErrors = win.gap, win.failed, win.errors

@@ -81,6 +81,20 @@ func TestLargestGapWithoutAnswers(t *testing.T) {
 	}
 }
 
+func TestLastAnswerBefore(t *testing.T) {
+	ps := []Event{{Kind: 'P', End: 5, OK: true, From: "vs1"}, {Kind: 'P', End: 9, OK: true, From: "vs1"},
+		{Kind: 'P', End: 12, OK: true, From: "vs2"}, {Kind: 'P', End: 14, From: "vs1"}, {Kind: 'P', End: 30, OK: true, From: "vs1"}}
+	for _, tc := range []struct {
+		name string
+		t    int64
+		want int64
+	}{{"vs1", 20, 9}, {"vs1", 9, 5}, {"vs1", 31, 30}, {"vs2", 12, 0}, {"vs3", 40, 0}} {
+		if got := lastAnswerBefore(ps, tc.name, tc.t); got != tc.want {
+			t.Errorf("last answer by %s before %d: %d, want %d", tc.name, tc.t, got, tc.want)
+		}
+	}
+}
+
 func TestQuietIn(t *testing.T) {
 	starts := func(ts ...int64) []Event {
 		var out []Event
@@ -150,7 +164,7 @@ func TestSuccessorMissing(t *testing.T) {
 func TestPrintPlanned(t *testing.T) {
 	ms := time.Millisecond
 	run := func(gap time.Duration, failed int, req, claimed, released time.Duration) Run {
-		return Run{Gap: gap, IdleGap: 5 * ms, WindowFailed: failed, Outage: req, Claimed: claimed, Released: released, Takeover: req, Announce: req}
+		return Run{Gap: gap, Switch: gap - ms, IdleGap: 5 * ms, WindowFailed: failed, Outage: req, Claimed: claimed, Released: released, Takeover: req, Announce: req}
 	}
 	rep := &Report{
 		Cases: []Case{
@@ -174,10 +188,10 @@ func TestPrintPlanned(t *testing.T) {
 	for _, want := range []string{
 		"largest gap",
 		// VIP on both: keepalived let go 68-69 ms before the new master took it.
-		"100ms    stop     keepalived   2  27 in 2 of 2 runs  70.0 / 72.0 / 74.0        5.0  70.0 / 72.0 / 74.0             -68.0    61.0  72.0 / 72.0",
-		"100ms    stop     vigil        2  1 in 1 of 2 runs   6.0 / 7.0 / 8.0           5.0  64.0 / 64.5 / 65.0            +102.5    61.0  64.5 / 64.5",
+		"100ms    stop     keepalived   2  27 in 2 of 2 runs      70.0 / 72.0 / 74.0        5.0  71.0 / 73.0    70.0 / 72.0 / 74.0             -68.0    61.0  72.0 / 72.0",
+		"100ms    stop     vigil        2  1 in 1 of 2 runs       6.0 / 7.0 / 8.0           5.0  6.0 / 7.0      64.0 / 64.5 / 65.0            +102.5    61.0  64.5 / 64.5",
 		// A claim not seen leaves "VIP on both" out.
-		"100ms    handover vigil        1  0 in 0 of 1 runs   5.0 / 5.0 / 5.0           5.0  63.0 / 63.0 / 63.0                 -    61.0",
+		"100ms    handover vigil        1  0 in 0 of 1 runs       5.0 / 5.0 / 5.0           5.0  4.0 / 4.0      63.0 / 63.0 / 63.0                 -    61.0",
 		"1 runs failed",
 		"(keepalived has no handover command",
 		"100ms      stop     vigil/keepalived stop median: largest gap 0.10 (7.0 against 72.0 ms); failed probes 1 in 2 runs against 27 in 2",

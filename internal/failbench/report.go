@@ -229,9 +229,10 @@ func printPlanned(w io.Writer, cases []Case, notes []string) {
 	fmt.Fprintf(w, " old master let the VIP go and the last probe failed; idle: the same over as long a time just before the request (median);\n")
 	fmt.Fprintf(w, " request->new: to the new master's first answer, a gap and no outage while the old master answers meanwhile; VIP on both:\n")
 	fmt.Fprintf(w, " median time from the new master's claim to the old one's release, < 0 when the old let go first; skew: the backup's RFC\n")
-	fmt.Fprintf(w, " Skew_Time; new adv / GARP: medians from the old master's last advert; back: probes failed while vs1 took the VIP back)\n")
-	fmt.Fprintf(w, "%-8s %-8s %-10s %3s  %-18s %-22s %6s  %-24s %11s %7s  %-15s  %s\n",
-		"advert", "kind", "impl", "n", "failed probes", "largest gap", "idle", "request->new", "VIP on both", "skew", "new adv / GARP", "back: failed probes")
+	fmt.Fprintf(w, " Skew_Time; new adv / GARP: medians from the old master's last advert; back: probes failed while vs1 took the VIP back;\n")
+	fmt.Fprintf(w, " switch: median / max from the old master's last answer to the new master's first, the interruption at the move itself)\n")
+	fmt.Fprintf(w, "%-8s %-8s %-10s %3s  %-22s %-22s %6s  %-13s  %-24s %11s %7s  %-15s  %s\n",
+		"advert", "kind", "impl", "n", "failed probes", "largest gap", "idle", "switch", "request->new", "VIP on both", "skew", "new adv / GARP", "back: failed probes")
 	for _, c := range cases {
 		good := c.Good()
 		gap := Summarize(pick(good, func(r Run) time.Duration { return r.Gap }))
@@ -251,6 +252,10 @@ func printPlanned(w io.Writer, cases []Case, notes []string) {
 		if idle.N > 0 {
 			idleMed = ms(idle.Median)
 		}
+		sw := "-"
+		if x := Summarize(pick(good, func(r Run) time.Duration { return r.Switch })); x.N > 0 {
+			sw = ms(x.Median) + " / " + ms(x.Max)
+		}
 		note := failedIn(good, func(r Run) int { return r.PreemptFailed })
 		left := 0
 		for _, r := range good {
@@ -267,8 +272,8 @@ func printPlanned(w io.Writer, cases []Case, notes []string) {
 		if c.Err != "" {
 			note += "; ERROR: " + c.Err
 		}
-		fmt.Fprintf(w, "%-8s %-8s %-10s %3d  %-18s %-22s %6s  %-24s %11s %7s  %-15s  %s\n",
-			c.Advert, c.Kind, c.Impl, len(good), failedIn(good, func(r Run) int { return r.WindowFailed }), gap, idleMed, req, onBoth,
+		fmt.Fprintf(w, "%-8s %-8s %-10s %3d  %-22s %-22s %6s  %-13s  %-24s %11s %7s  %-15s  %s\n",
+			c.Advert, c.Kind, c.Impl, len(good), failedIn(good, func(r Run) int { return r.WindowFailed }), gap, idleMed, sw, req, onBoth,
 			ms(c.RFC), advertSplit(good), note)
 	}
 	for _, n := range notes {
