@@ -66,16 +66,17 @@ func clientWindow(probes []Event, t0, gapEnd, failEnd int64, every time.Duration
 			gapEnd = max(gapEnd, p.End)
 		}
 	}
-	w.gap, w.gapFrom, w.gapTo = largestGap(probes, t0, gapEnd)
+	w.gap, w.gapFrom, w.gapTo = largestGap(probes, t0, gapEnd, true)
 	return w
 }
 
 // largestGap is the longest time between two consecutive answers from
-// the last one that ended by from to the first one that ended after to,
-// and the answers around it.
-func largestGap(probes []Event, from, to int64) (time.Duration, int64, int64) {
+// the last one that ended by from to the first one that ended after to
+// (with closing; else the last one that ended by to), and the answers
+// around it.
+func largestGap(probes []Event, from, to int64, closing bool) (time.Duration, int64, int64) {
 	var ends []int64
-	anchor, closing := int64(0), int64(0)
+	anchor, next := int64(0), int64(0)
 	for _, p := range probes {
 		switch {
 		case !p.OK:
@@ -83,11 +84,11 @@ func largestGap(probes []Event, from, to int64) (time.Duration, int64, int64) {
 			anchor = max(anchor, p.End)
 		case p.End <= to:
 			ends = append(ends, p.End)
-		case closing == 0 || p.End < closing:
-			closing = p.End
+		case closing && (next == 0 || p.End < next):
+			next = p.End
 		}
 	}
-	for _, e := range []int64{anchor, closing} {
+	for _, e := range []int64{anchor, next} {
 		if e != 0 {
 			ends = append(ends, e)
 		}
@@ -173,7 +174,8 @@ func (r *rig) measurePlanned(run *Run, win *window, old, nw string, t0, ans, set
 		if last := lastAnswerBefore(probes, old, ans); last != 0 {
 			run.Switch = time.Duration(ans - last)
 		}
-		run.IdleGap, _, _ = largestGap(probes, t0-(end-t0), t0)
+		// Before the request only: the handover's own gap must not close it.
+		run.IdleGap, _, _ = largestGap(probes, t0-(end-t0), t0, false)
 	})
 	run.Gap, run.WindowFailed, run.WindowErrors = win.gap, win.failed, win.errors
 	if claimed != 0 {

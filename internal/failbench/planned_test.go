@@ -71,13 +71,23 @@ func TestClientWindow(t *testing.T) {
 	}
 }
 
-func TestLargestGapWithoutAnswers(t *testing.T) {
-	if gap, a, b := largestGap([]Event{{Kind: 'P', Start: 1, End: 2, From: "timeout"}}, 0, 10); gap != 0 || a != 0 || b != 0 {
+func TestLargestGap(t *testing.T) {
+	if gap, a, b := largestGap([]Event{{Kind: 'P', Start: 1, End: 2, From: "timeout"}}, 0, 10, true); gap != 0 || a != 0 || b != 0 {
 		t.Errorf("no answers: gap %v from %d to %d, want none", gap, a, b)
 	}
 	one := []Event{{Kind: 'P', Start: 1, End: 2, OK: true, From: "vs1"}}
-	if gap, _, _ := largestGap(one, 0, 10); gap != 0 {
+	if gap, _, _ := largestGap(one, 0, 10, true); gap != 0 {
 		t.Errorf("one answer: gap %v, want none", gap)
+	}
+	// Answers at 5, 10, 15, then 90 (after to = 20): the closing answer
+	// makes the gap 75; without it (the idle window before a request, whose
+	// closing answer would be the handover's) it is 5.
+	ps := []Event{{Kind: 'P', End: 5, OK: true}, {Kind: 'P', End: 10, OK: true}, {Kind: 'P', End: 15, OK: true}, {Kind: 'P', End: 90, OK: true}}
+	if gap, _, _ := largestGap(ps, 6, 20, true); gap != 75 {
+		t.Errorf("with the closing answer: gap %v, want 75ns", gap)
+	}
+	if gap, _, _ := largestGap(ps, 6, 20, false); gap != 5 {
+		t.Errorf("without the closing answer: gap %v, want 5ns", gap)
 	}
 }
 
