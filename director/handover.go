@@ -122,21 +122,6 @@ func (d *Daemon) stopLingerLocked(in *instance) bool {
 	return true
 }
 
-// waitLinger waits until a linger ends (or ctx does).
-func (in *instance) waitLinger(ctx context.Context) {
-	in.claimMu.Lock()
-	done := in.linger.done
-	on := in.linger.on
-	in.claimMu.Unlock()
-	if !on {
-		return
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
-}
-
 // Handover makes this director give up mastership of an instance (all
 // instances when name is ""), as a planned failover: it resigns (a
 // priority-0 advert; no fault, so no notify_fault) and stays out of the
@@ -191,7 +176,9 @@ func (d *Daemon) handOffBeforeStop(ctx context.Context, in *instance) {
 		return
 	}
 	d.resyncBeforeHandover([]*instance{in})
-	if !in.vrrp.Resign("stopping") {
+	// Withdraw, not Resign: a stopping director must not take the VIPs
+	// back when its successor is slower than its own down timer.
+	if !in.vrrp.Withdraw("stopping") {
 		return
 	}
 	wait := time.NewTimer(lingerMax(in.cfg.AdvertInterval.Duration) + time.Second)

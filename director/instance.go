@@ -141,6 +141,10 @@ func (d *Daemon) buildInstance(ctx context.Context, cfg *config.Instance) (*inst
 			log.Error("claim VIPs before the first advert", "error", err)
 		}
 	}
+	// Stop announcing in the step-down itself: the worker releases the
+	// VIPs a moment later, and a scheduled GARP of ours in between would
+	// pull clients back from the new master.
+	vc.LeftMaster = claim.Quiet
 	in.basePrio = vc.Priority
 	in.beforeStop = func(ctx context.Context) { d.handOffBeforeStop(ctx, in) }
 	vi, err := vrrp.NewInstance(vc, tr, clock.System(), func(ev vrrp.Event) { in.events <- ev })

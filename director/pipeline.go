@@ -43,6 +43,7 @@ type pipeline struct {
 	health     ipvs.Health
 	quorum     ipvs.QuorumState
 	quorumLost []string
+	hadQuorum  map[string]bool // virtual servers that have had their quorum since start
 	stat       ReconcileStatus
 	digest     string // of the last table applied without error
 }
@@ -80,7 +81,7 @@ func newPipeline(site *config.Site, backend ipvs.Backend, o pipelineOptions) (*p
 		o.OnChange = func() {}
 	}
 	p := &pipeline{
-		log: o.Log, clk: o.Clock, checks: healthcheck.NewScheduler(o.Checks), onChange: o.OnChange, kick: make(chan struct{}, 1),
+		log: o.Log, clk: o.Clock, checks: healthcheck.NewScheduler(o.Checks), onChange: o.OnChange, kick: make(chan struct{}, 1), hadQuorum: map[string]bool{},
 		health: ipvs.Health{}, wasUp: map[ipvs.ServerRef]bool{}, quorum: ipvs.QuorumState{},
 	}
 	if backend != nil {
@@ -281,8 +282,19 @@ func (p *pipeline) reconcileOnce(ctx context.Context) time.Time {
 	cancel()
 	p.mu.Lock()
 	for _, name := range out.QuorumLost {
-		if !slices.Contains(p.quorumLost, name) {
+		switch {
+		case slices.Contains(p.quorumLost, name):
+		case !p.hadQuorum[name]:
+			// Real servers start down until their checks rise: no alarm
+			// for a virtual server that never had its quorum yet.
+			p.log.Info("no quorum yet: waiting for the real servers' checks", "virtual_server", name)
+		default:
 			p.log.Warn("quorum lost: sorry server (if any) takes the traffic", "virtual_server", name)
+		}
+	}
+	for _, vs := range p.vss {
+		if !slices.Contains(out.QuorumLost, vs.Name) {
+			p.hadQuorum[vs.Name] = true
 		}
 	}
 	p.quorum, p.quorumLost = out.Quorum, out.QuorumLost

@@ -74,9 +74,15 @@ type Config struct {
 	// already be sent to us by then, or a preemption loses the requests
 	// of that gap. It must be quick; a panic in it is logged and survived.
 	BeforeMaster func()
-	VIPs         []netip.Addr // sent in adverts (keepalived checks them)
-	AuthPass     string       // v2 simple-text password (auth_type PASS), at most 8 bytes
-	Logger       *slog.Logger
+	// LeftMaster, if set, is called when the instance stops being master,
+	// in the step itself, before anything else it sends: the daemon stops
+	// announcing the VIPs there, so no gratuitous ARP of ours follows the
+	// new master's while the release is still on its way. Quick, like
+	// BeforeMaster.
+	LeftMaster func()
+	VIPs       []netip.Addr // sent in adverts (keepalived checks them)
+	AuthPass   string       // v2 simple-text password (auth_type PASS), at most 8 bytes
+	Logger     *slog.Logger
 }
 
 func (c *Config) setDefaults() error {
@@ -269,6 +275,7 @@ type Instance struct {
 	holds          map[string]bool // SetPreemptHold: reasons not to preempt now
 	awaitSuccessor bool            // resigned; the next other master's advert is a Successor
 	resigning      bool            // the transition being made is a resignation
+	withdrawn      bool            // Withdraw: stays Backup until stopped
 	hooks          []func(Event)   // sync groups: called inline, after the lock
 	startedAt      time.Time
 	lowerSince     time.Time // first advert of the current lower-priority master (preempt delay)
@@ -518,6 +525,24 @@ func (in *Instance) Resign(reason string) bool {
 	return was
 }
 
+// Withdraw is Resign for a director that is stopping: it stays Backup
+// whatever it hears or does not hear (no down timer), so it cannot take
+// the VIPs back while its successor is still taking over; it still
+// reports the Successor.
+func (in *Instance) Withdraw(reason string) bool {
+	was := false
+	in.step(func(fx *effects) {
+		if !in.running || in.state != Master {
+			return
+		}
+		was = true
+		in.resign(fx, reason)
+		in.withdrawn = true
+		in.cancelTimer()
+	})
+	return was
+}
+
 // resign is Resign's step (also a sync group's, for its other members).
 func (in *Instance) resign(fx *effects, reason string) {
 	fx.send = append(fx.send, in.advert(0))
@@ -583,6 +608,7 @@ func (in *Instance) Status() Status {
 // effects are what a step decided to do once mu is released.
 type effects struct {
 	master bool     // became master: BeforeMaster runs before anything else
+	left   bool     // stopped being master: LeftMaster runs before anything else
 	send   []Advert // sent in order, after BeforeMaster
 	// schedule (re)starts the periodic adverts after the sends: a new
 	// master's first periodic advert must not leave before BeforeMaster
@@ -614,6 +640,9 @@ func (in *Instance) step(f func(fx *effects)) error {
 // apply carries out a step's effects (under stepMu).
 func (in *Instance) apply(fx *effects) error {
 	var errs []error
+	if fx.left && in.cfg.LeftMaster != nil {
+		in.safely(func(Event) { in.cfg.LeftMaster() }, Event{})
+	}
 	if fx.master && in.cfg.BeforeMaster != nil {
 		in.safely(func(Event) { in.cfg.BeforeMaster() }, Event{})
 	}
@@ -798,6 +827,7 @@ func (in *Instance) transition(fx *effects, to State, reason string, peer netip.
 	}
 	if from == Master {
 		in.stopPacing()
+		fx.left = true
 	}
 	in.state = to
 	in.awaitSuccessor = false
@@ -1053,6 +1083,9 @@ func (in *Instance) receiveLocked(fx *effects, p Packet) {
 			fx.events = append(fx.events, Event{Kind: Successor, Instance: in.cfg.Name, VRID: in.cfg.VRID,
 				From: Backup, To: Backup, Priority: in.prio, MasterAddr: src, MasterPriority: a.Priority, Peer: src, Time: now,
 				Reason: fmt.Sprintf("new master %s (priority %d)", src, a.Priority)})
+		}
+		if in.withdrawn {
+			return // stopping: never takes over again
 		}
 		if a.Priority == 0 {
 			// The master resigned: take over after Skew_Time only.

@@ -109,3 +109,30 @@ func TestSyncGroupFollowsAResign(t *testing.T) {
 		t.Fatal("the group's other member stepped down without resigning")
 	}
 }
+
+// TestWithdraw: a stopping master resigns and then stays Backup: no down
+// timer takes the VIPs back when its successor is slow, nor a priority-0
+// advert, but the successor is still reported; leaving master runs
+// LeftMaster before the priority-0 advert is sent.
+func TestWithdraw(t *testing.T) {
+	var order []string
+	cfg := Config{Priority: 150}
+	cfg.LeftMaster = func() { order = append(order, "LeftMaster") }
+	r := masterRig(t, cfg)
+	if !r.in.Withdraw("stopping") {
+		t.Fatal("Withdraw of a master reported false")
+	}
+	if s := r.tr.take(); len(s) != 1 || s[0].Priority != 0 || len(order) != 1 {
+		t.Fatalf("sent %+v, LeftMaster calls %v", s, order)
+	}
+	r.clk.Advance(10 * mdi(150, time.Second))
+	r.want(Backup)
+	r.from(peerL, 0)
+	r.clk.Advance(10 * mdi(150, time.Second))
+	r.want(Backup)
+	r.events()
+	r.from(peerL, 100)
+	if evs := r.events(); len(evs) != 1 || evs[0].Kind != Successor {
+		t.Fatalf("events %+v, want a Successor", evs)
+	}
+}

@@ -480,11 +480,11 @@ func runCase(ctx context.Context, cfg Config, impl Impl, advert time.Duration, k
 			cfg.Log.Info("run", "impl", impl.Name(), "advert", advert, "kind", kind, "n", i+1,
 				"failed", run.WindowFailed, "errors", run.WindowErrors, "gap", run.Gap, "gap_quiet", run.GapQuiet, "switch", run.Switch, "idle_gap", run.IdleGap, "request_to_new", run.Outage,
 				"claimed", run.Claimed, "released", run.Released, "ready_wait", run.ReadyWait, "takeover", run.Takeover, "announce", run.Announce,
-				"back_failed", run.PreemptFailed, "back_errors", run.PreemptErrors, "vip_left", run.VIPLeft, "err", run.Err)
+				"back_failed", run.PreemptFailed, "back_errors", run.PreemptErrors, "vip_left", run.VIPLeft, "error", run.Err)
 		} else {
 			cfg.Log.Info("run", "impl", impl.Name(), "advert", advert, "kind", kind, "n", i+1,
 				"outage", run.Outage, "last_advert", run.LastAdvert, "takeover", run.Takeover, "announce", run.Announce,
-				"preempt_failed", run.PreemptFailed, "preempt_errors", run.PreemptErrors, "preempt_time", run.PreemptTime, "err", run.Err)
+				"preempt_failed", run.PreemptFailed, "preempt_errors", run.PreemptErrors, "preempt_time", run.PreemptTime, "error", run.Err)
 		}
 		if run.Err != "" {
 			failures++
