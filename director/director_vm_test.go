@@ -40,7 +40,30 @@ func (w *tlogWriter) Write(p []byte) (int, error) {
 // preempting with a bounded interruption). The demo runs the same tour.
 func TestVMSite(t *testing.T) {
 	testenv.NeedVM(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	res, err := runLab(t, 12*time.Minute, "tour.sh", map[string]string{
+		"/lab/site.toml": "../examples/lab/site.toml",
+	}, map[string]string{"SITE": "/lab/site.toml"})
+	if err != nil {
+		t.Fatalf("guest: %v", err)
+	}
+	if res.ExitCode != 0 {
+		t.Fatalf("the tour failed in the guest (exit %d); see the console above", res.ExitCode)
+	}
+	for _, want := range []string{"WWW balanced over rs1 and rs2", "vs2 serves the client", "vs1 is master again"} {
+		if !strings.Contains(res.Output, want) {
+			t.Errorf("console lacks %q", want)
+		}
+	}
+	t.Logf("guest ran the tour in %v", res.Duration.Round(time.Second))
+}
+
+// runLab runs one of examples/lab's scenario scripts in a QEMU guest:
+// vigil and labsrv built static, lab.sh and the script at /lab, extra
+// files (guest path -> path from this package) and environment added to
+// what lab.sh needs. The guest gets limit minus two minutes for building.
+func runLab(t *testing.T, limit time.Duration, script string, files, env map[string]string) (vmtest.Result, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	dir := t.TempDir()
 	vigil, labsrv := filepath.Join(dir, "vigil"), filepath.Join(dir, "labsrv")
@@ -61,33 +84,28 @@ func TestVMSite(t *testing.T) {
 	if _, err := os.Stat(ipPath); err != nil {
 		ipPath = "/usr/sbin/ip"
 	}
-	res, err := vmtest.Run(ctx, vmtest.Options{
-		Files: map[string]string{
-			"/bin/vigil": vigil, "/bin/labsrv": labsrv,
-			"/lab/lab.sh": abs("../examples/lab/lab.sh"), "/lab/tour.sh": abs("../examples/lab/tour.sh"),
-			"/lab/site.toml": abs("../examples/lab/site.toml"),
-		},
+	fs := map[string]string{
+		"/bin/vigil": vigil, "/bin/labsrv": labsrv,
+		"/lab/lab.sh": abs("../examples/lab/lab.sh"), "/lab/" + script: abs("../examples/lab/" + script),
+	}
+	for g, p := range files {
+		fs[g] = abs(p)
+	}
+	e := map[string]string{
+		"IP": ipPath, "VIGIL": "/bin/vigil", "LABSRV": "/bin/labsrv",
+		"IPVSADM": "/usr/sbin/ipvsadm", "RUNDIR": "/tmp/vlab",
+	}
+	for k, v := range env {
+		e[k] = v
+	}
+	return vmtest.Run(ctx, vmtest.Options{
+		Files:        fs,
 		HostPrograms: []string{"/usr/sbin/ipvsadm", ipPath},
-		Script:       "sh /lab/tour.sh",
-		Env: map[string]string{
-			"IP": ipPath, "VIGIL": "/bin/vigil", "LABSRV": "/bin/labsrv", "SITE": "/lab/site.toml",
-			"IPVSADM": "/usr/sbin/ipvsadm", "RUNDIR": "/tmp/vlab",
-		},
-		MemoryMB: 1024,
-		CPUs:     2,
-		Timeout:  10 * time.Minute,
-		Output:   &tlogWriter{t: t},
+		Script:       "sh /lab/" + script,
+		Env:          e,
+		MemoryMB:     1024,
+		CPUs:         2,
+		Timeout:      limit - 2*time.Minute,
+		Output:       &tlogWriter{t: t},
 	})
-	if err != nil {
-		t.Fatalf("guest: %v", err)
-	}
-	if res.ExitCode != 0 {
-		t.Fatalf("the tour failed in the guest (exit %d); see the console above", res.ExitCode)
-	}
-	for _, want := range []string{"WWW balanced over rs1 and rs2", "vs2 serves the client", "vs1 is master again"} {
-		if !strings.Contains(res.Output, want) {
-			t.Errorf("console lacks %q", want)
-		}
-	}
-	t.Logf("guest ran the tour in %v", res.Duration.Round(time.Second))
 }

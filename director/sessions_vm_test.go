@@ -1,10 +1,8 @@
 package director_test
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,7 +10,6 @@ import (
 	"time"
 
 	"github.com/vigil-lb/vigil/internal/testenv"
-	"github.com/vigil-lb/vigil/internal/vmtest"
 )
 
 // The sessions scenario's size and events (examples/lab/sessions.sh).
@@ -69,47 +66,14 @@ func sessionEventLines(console string) map[string]sessionFigures {
 // 4/4 on every event line, or the test fails naming the event.
 func TestVMSessionsSurvive(t *testing.T) {
 	testenv.NeedVM(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 28*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	vigil, labsrv := filepath.Join(dir, "vigil"), filepath.Join(dir, "labsrv")
-	if err := vmtest.BuildStatic(ctx, "../cmd/vigil", vigil); err != nil {
-		t.Fatal(err)
-	}
-	if err := vmtest.BuildStatic(ctx, "../examples/lab/labsrv", labsrv); err != nil {
-		t.Fatal(err)
-	}
-	abs := func(p string) string {
-		a, err := filepath.Abs(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return a
-	}
-	ipPath := "/sbin/ip"
-	if _, err := os.Stat(ipPath); err != nil {
-		ipPath = "/usr/sbin/ip"
-	}
-	res, err := vmtest.Run(ctx, vmtest.Options{
-		Files: map[string]string{
-			"/bin/vigil": vigil, "/bin/labsrv": labsrv,
-			"/lab/lab.sh": abs("../examples/lab/lab.sh"), "/lab/sessions.sh": abs("../examples/lab/sessions.sh"),
-			"/lab/sessions-site.toml": abs("../examples/lab/sessions-site.toml"),
-		},
-		HostPrograms: []string{"/usr/sbin/ipvsadm", ipPath},
-		Script:       "sh /lab/sessions.sh",
-		Env: map[string]string{
-			"IP": ipPath, "VIGIL": "/bin/vigil", "LABSRV": "/bin/labsrv", "SITE": "/lab/sessions-site.toml",
-			"IPVSADM": "/usr/sbin/ipvsadm", "RUNDIR": "/tmp/vlab",
-			"SESSIONS": strconv.Itoa(vmSessions), "IDLE": strconv.Itoa(vmIdle), "KEEPALIVE": strconv.Itoa(vmKeepAlive),
-			// VIGIL_LAB_LOGS=1 prints both directors' whole logs.
-			"LOGS": os.Getenv("VIGIL_LAB_LOGS"),
-		},
-		MemoryMB: 1024,
-		CPUs:     2,
-		// The machine may be running another guest: generous.
-		Timeout: 25 * time.Minute,
-		Output:  &tlogWriter{t: t},
+	// The machine may be running another guest: generous.
+	res, err := runLab(t, 28*time.Minute, "sessions.sh", map[string]string{
+		"/lab/sessions-site.toml": "../examples/lab/sessions-site.toml",
+	}, map[string]string{
+		"SITE":     "/lab/sessions-site.toml",
+		"SESSIONS": strconv.Itoa(vmSessions), "IDLE": strconv.Itoa(vmIdle), "KEEPALIVE": strconv.Itoa(vmKeepAlive),
+		// VIGIL_LAB_LOGS=1 prints both directors' whole logs.
+		"LOGS": os.Getenv("VIGIL_LAB_LOGS"),
 	})
 	if err != nil {
 		t.Fatalf("guest: %v", err)
